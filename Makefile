@@ -1,0 +1,111 @@
+# afd: one non-recursive Makefile.
+#   make            build every binary into build/bin/ (gcc; `make CC=clang` for clang)
+#   make test       set up deps, build, run unit + integration + oracle tests
+#   make asan       build and run the unit tests with ASan+UBSan (into build-asan/)
+#   make run        generate the tiny model if needed and run a short generation
+#   make bench      build afd-bench
+# Sources are found by wildcard: a new .c file in a module directory is built without editing
+# this file. Files named *_avx512.c / *_amx.c get the matching ISA flags; everything else is
+# built for the x86-64-v3 baseline.
+
+CC      ?= gcc
+BUILD   ?= build
+SAN     ?=
+OPT     ?= -O2
+
+PKGS     := jansson
+CPPFLAGS := -I. -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CFLAGS   := -std=c11 $(OPT) -g -Wall -Wextra -Werror -march=x86-64-v3 -fno-plt -pthread \
+            -Wshadow -Wno-unused-parameter
+LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread -ldl
+TEST_LDLIBS := -lcriterion
+
+ifeq ($(CC),clang)
+  CFLAGS += -Wno-unknown-warning-option
+endif
+ifneq ($(SAN),)
+  CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+endif
+
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mfma -mf16c
+AMX_FLAGS    := $(AVX512_FLAGS) -mamx-tile -mamx-bf16
+
+COMMON_DIRS := common/base common/model common/backend common/backend/cpu common/layers
+COMMON_SRC  := $(foreach d,$(COMMON_DIRS),$(wildcard $(d)/*.c))
+COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
+LIBCOMMON   := $(BUILD)/lib/libafd_common.a
+
+BINS :=
+
+# $(1) binary name, $(2) source directories
+define BINARY
+$(1)_SRC := $$(foreach d,$(2),$$(wildcard $$(d)/*.c))
+ifneq ($$($(1)_SRC),)
+$(BUILD)/bin/$(1): $$($(1)_SRC:%.c=$(BUILD)/obj/%.o) $(LIBCOMMON)
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+BINS += $(BUILD)/bin/$(1)
+endif
+endef
+
+$(eval $(call BINARY,afd-mkmodel,tools/mkmodel))
+$(eval $(call BINARY,afd-run,tools/run))
+$(eval $(call BINARY,afd-bench,bench))
+$(eval $(call BINARY,afd-plan,tools/plan))
+$(eval $(call BINARY,attnd,attnd))
+$(eval $(call BINARY,ffnd,ffnd))
+$(eval $(call BINARY,afd-router,router))
+
+TEST_SRC  := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
+TEST_BINS := $(TEST_SRC:%.c=$(BUILD)/%)
+
+.PHONY: all test test-unit test-integ asan run bench clean deps tests format
+all: $(BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/obj/%_avx512.o: EXTRA_CFLAGS = $(AVX512_FLAGS)
+$(BUILD)/obj/%_amx.o: EXTRA_CFLAGS = $(AMX_FLAGS)
+
+$(LIBCOMMON): $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LDLIBS)
+
+tests: $(TEST_BINS)
+
+deps:
+	@deploy/setup-deps.sh
+
+# The README's test command: everything CI runs.
+test: deps
+	@$(MAKE) --no-print-directory all tests
+	@tests/run-unit.sh $(BUILD)
+	@tests/run-integ.sh $(BUILD)
+
+test-unit: all tests
+	@tests/run-unit.sh $(BUILD)
+
+asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 all tests
+	@tests/run-unit.sh build-asan
+
+run: deps all
+	@deploy/run-tiny.sh $(BUILD)
+
+bench: $(BUILD)/bin/afd-bench
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

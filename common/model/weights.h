@@ -1,0 +1,91 @@
+/* weights.h: the model's weights as views into the checkpoint, llama2.c style.
+ *
+ * afd_weights_load() opens nothing itself: it takes an open st_set and a config, looks up each
+ * tensor a part needs (attention side, FFN shard, or both), checks its dtype and exact shape
+ * against the config, pairs block-FP8 weights with their `weight_scale_inv`, and fills the
+ * struct below with views. A missing tensor, a wrong shape or an unsupported dtype is refused
+ * with a message naming the tensor. Vision tensors and anything not needed are ignored.
+ *
+ * Ownership: views borrow the st_set's mmap, which must outlive the weights. Small tensors
+ * that need converting (norm weights to fp32, BF16 block scales to fp32) are copied into
+ * buffers the weights own; afd_weights_free() releases them. Thread-safe for readers.
+ *
+ * Sharding (ffnd): an afd_shard selects experts [expert_begin, expert_end) and a slice
+ * [tp_rank/tp_size] of every FFN intermediate dimension (routed experts, shared expert and
+ * dense FFN alike). A TP slice boundary must fall on a 128-multiple when weights are block-FP8.
+ */
+#ifndef AFD_WEIGHTS_H
+#define AFD_WEIGHTS_H
+
+#include <stdbool.h>
+
+#include "common/base/err.h"
+#include "common/model/config.h"
+#include "common/model/safetensors.h"
+#include "common/model/tensor.h"
+
+enum {
+    AFD_PART_ATTN = 1, /* embedding, attention, norms, gate (router), final norm, lm_head */
+    AFD_PART_FFN = 2,  /* dense FFN, routed experts (of the shard), shared expert */
+    AFD_PART_ALL = 3,
+};
+
+typedef struct afd_shard {
+    int expert_begin, expert_end; /* routed experts held: [begin, end) */
+    int tp_rank, tp_size;         /* slice of every FFN intermediate dimension */
+} afd_shard;
+
+/* The whole model in one shard. */
+afd_shard afd_shard_full(const afd_model_config *cfg);
+/* Intermediate range [*i0, *i1) of a dimension of size `inter` for this shard's TP slice. */
+void afd_shard_inter(const afd_shard *sh, int inter, int *i0, int *i1);
+
+typedef struct afd_ffn_weights {
+    afd_tensor gate, up; /* [inter_slice, hidden] */
+    afd_tensor down;     /* [hidden, inter_slice] (a column slice of the parent) */
+} afd_ffn_weights;
+
+typedef struct afd_layer_weights {
+    /* attention side */
+    const float *input_norm;  /* [hidden] */
+    const float *post_norm;   /* [hidden] post_attention_layernorm */
+    afd_tensor q_proj;        /* [share_q_dim, hidden] */
+    const float *inter_norm;  /* [share_q_dim] */
+    afd_tensor wq;            /* [n_heads*head_dim, share_q_dim] */
+    afd_tensor k_proj;        /* [n_kv_heads*head_dim, hidden] */
+    afd_tensor v_proj;        /* [n_kv_heads*head_dim, hidden] */
+    afd_tensor o_proj;        /* [hidden, n_heads*head_dim] */
+    afd_tensor moe_gate;      /* [n_experts, hidden], MoE layers only (router) */
+    /* FFN side */
+    bool is_moe;
+    afd_ffn_weights dense;    /* dense layers: [inter_dense slice] */
+    afd_ffn_weights shared;   /* MoE layers: shared expert, [share_inter slice] */
+    afd_ffn_weights *experts; /* MoE layers: [n_experts], only the shard's range is valid */
+} afd_layer_weights;
+
+typedef struct afd_weights {
+    afd_model_config cfg;
+    afd_shard shard;
+    int parts;
+    afd_tensor embed;         /* [vocab, hidden] */
+    const float *final_norm;  /* [hidden] */
+    afd_tensor lm_head;       /* [vocab, hidden] */
+    afd_layer_weights *layers; /* [n_layers] */
+    /* owned conversions; freed by afd_weights_free */
+    void **owned;
+    int n_owned, cap_owned;
+    uint64_t bytes_mapped;    /* bytes of tensor data this part references */
+} afd_weights;
+
+/* Loads `parts` of the model (for FFN, of `shard`; NULL = everything). 0 or negative + *err.
+ * Logs progress for large checkpoints (bytes/tensors done, rate, time left). */
+int afd_weights_load(const st_set *set, const afd_model_config *cfg, int parts,
+                     const afd_shard *shard, afd_weights *w, afd_err *err);
+void afd_weights_free(afd_weights *w);
+
+/* Loads config.json and the safetensors of directory `dir`: the usual one-call path. The
+ * returned set must be freed after the weights. */
+int afd_model_open(const char *dir, int parts, const afd_shard *shard, afd_weights *w,
+                   st_set **set, afd_err *err);
+
+#endif
