@@ -50,7 +50,7 @@ const st_tensor *st_set_at(const st_set *s, int i);
 
 /* Parses one file's header from memory (`buf`, `len` = whole file). Used by st_set_open and by
  * the fuzz/abuse tests. On success the tensors array (malloc'd, names malloc'd) is returned in
- * *out/*n; free with st_tensors_free. `what` names the file in messages. */
+ * (*out, *n); free with st_tensors_free. `what` names the file in messages. */
 int st_parse(const uint8_t *buf, uint64_t len, const char *what, st_tensor **out, int *n,
              afd_err *err);
 void st_tensors_free(st_tensor *t, int n);
