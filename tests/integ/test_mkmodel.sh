@@ -193,6 +193,29 @@ assert cfg["eos_token"]["content"] == "<|EOT|>" and cfg["bos_token"]["content"] 
 t = cfg["chat_template"]
 assert "<|BOT|>" in t and "<|EOT|>" in t and "bos_token" in t, t
 PY
+    # the chat template and special tokens through an independent implementation
+    npm_dir=$(cd "$(dirname "$0")/../.." && pwd)/deploy/npm/node_modules
+    if command -v node >/dev/null && [[ -d $npm_dir/@lenml/tokenizers ]]; then
+        got=$(NODE_PATH=$npm_dir node - "$tmp/a" <<'JS' 2>&1
+const { TokenizerLoader } = require("@lenml/tokenizers");
+const fs = require("fs");
+const d = process.argv[2];
+const tok = TokenizerLoader.fromPreTrained({
+  tokenizerJSON: JSON.parse(fs.readFileSync(d + "/tokenizer.json", "utf8")),
+  tokenizerConfig: JSON.parse(fs.readFileSync(d + "/tokenizer_config.json", "utf8")),
+});
+const msgs = [{ role: "system", content: "S." }, { role: "user", content: "Hi" }];
+const text = tok.apply_chat_template(msgs, { tokenize: false, add_generation_prompt: true });
+const ids = tok.encode(text, { add_special_tokens: false });
+console.log(JSON.stringify([text, ids[0], ids.filter((i) => i >= 128000)]));
+JS
+)
+        want='["<｜begin▁of▁sentence｜>S.<|BOT|>user\nHi<|EOT|><|BOT|>assistant\n",0,[128797,128805,128797]]'
+        if [[ $got == "$want" ]]; then ok "chat template (via @lenml/tokenizers)"; else
+            bad "chat template: got $got, want $want"; fi
+    else
+        echo "note: node or @lenml/tokenizers missing, chat template check skipped"
+    fi
     mkdir -p "$tmp/elsewhere"
     cp "$mk" "$tmp/elsewhere/afd-mkmodel"
     out=$(cd "$tmp" && env -u AFD_TOKENIZER_DIR "$tmp/elsewhere/afd-mkmodel" --out "$tmp/nt" 2>&1)
