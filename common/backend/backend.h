@@ -17,6 +17,10 @@
  * Threads: one caller thread at a time per backend (the backend may use its own worker threads
  * inside an op). Errors: ops on validated inputs do not fail; those returning int give 0 or
  * AFD_E_UNSUPPORTED for a dtype/shape combination the backend cannot do.
+ *
+ * Optional slots (NULL = the wrapper's default): alloc/release/upload/download (host
+ * afd_try_alloc, free, memcpy), prepare (no-op, returns 0), sync (no-op). Every op slot is
+ * required. docs/backend.md has the full contract and the conformance suite.
  */
 #ifndef AFD_BACKEND_H
 #define AFD_BACKEND_H
@@ -137,10 +141,26 @@ typedef struct afd_backend_opts {
 } afd_backend_opts;
 
 /* Creates a backend; logs the choice and why (e.g. "no GPU: cudaGetDeviceCount -> 35").
+ * kind "cpu": the CPU backend. "cuda": dlopen the CUDA backend (AFD_CUDA_LIB, else
+ * libafd_cuda.so next to the executable), an error if it cannot load or run. "auto" (or NULL):
+ * CUDA when it loads and runs, else one log line and the CPU backend. isa NULL or "auto": the
+ * AFD_CPU_ISA environment variable if set, else the best variant (afd_cpu_isas()[0]).
  * 0 and *out, or a negative code (unknown kind/isa, ISA not supported by this CPU). */
 int afd_backend_open(const afd_backend_opts *opts, afd_backend **out);
+/* Frees a backend from afd_backend_open or afd_cpu_backend_new; NULL is a no-op. A dlopened
+ * backend's shared object stays loaded (CUDA runtimes do not like being unloaded). */
 void afd_backend_free(afd_backend *be);
-/* The CPU backend directly (used by afd_backend_open and by conformance tests). */
+
+/* The one symbol a backend shared object exports (C linkage):
+ *     int afd_backend_entry(const afd_backend_opts *opts, afd_backend **out);
+ * 0 and a backend whose iface->api_version == AFD_BACKEND_API_VERSION, or a negative code after
+ * logging why it cannot run here (no GPU, driver too old). */
+#define AFD_BACKEND_ENTRY "afd_backend_entry"
+typedef int (*afd_backend_entry_fn)(const afd_backend_opts *opts, afd_backend **out);
+/* The CPU backend directly (used by afd_backend_open and by conformance tests). isa as in
+ * afd_backend_opts, except that "auto"/NULL ignores AFD_CPU_ISA; n_threads 0 = online CPUs.
+ * AFD_E_UNSUPPORTED for an ISA this CPU (or this build) cannot run, -EINVAL for an unknown
+ * name. */
 int afd_cpu_backend_new(const char *isa, int n_threads, afd_backend **out);
 /* ISA variants this CPU can run, best first, e.g. {"amx","avx512","avx2","generic"}. */
 int afd_cpu_isas(const char **names, int max);

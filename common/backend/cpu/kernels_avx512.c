@@ -1,0 +1,153 @@
+/* kernels_avx512.c: the AVX-512 variant (F/BW/DQ/VL; built with the AVX-512 flags, run only
+ * when cpu_avx512_usable()). 16 fp32 lanes. The loops live in kernels_simd.h; this file gives
+ * the vector primitives it is written in. */
+#include <immintrin.h>
+
+#include "common/backend/cpu/cpu.h"
+#include "common/base/numfmt.h"
+
+#define VL 16
+#define SIMD_NAME "avx512"
+#define SIMD_TABLE cpu_kernels_avx512
+
+typedef __m512 vf;
+
+static inline __mmask16 lanes(int n) { return (__mmask16)((1u << n) - 1u); }
+static inline vf v_zero(void) { return _mm512_setzero_ps(); }
+static inline vf v_set1(float f) { return _mm512_set1_ps(f); }
+static inline vf v_load(const float *p) { return _mm512_loadu_ps(p); }
+/* First n (< VL) lanes from p, the rest 0; nothing past p + n is read. */
+static inline vf v_loadn(const float *p, int n) { return _mm512_maskz_loadu_ps(lanes(n), p); }
+static inline void v_store(float *p, vf v) { _mm512_storeu_ps(p, v); }
+static inline void v_storen(float *p, vf v, int n) { _mm512_mask_storeu_ps(p, lanes(n), v); }
+static inline vf v_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+static inline vf v_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+static inline vf v_add(vf a, vf b) { return _mm512_add_ps(a, b); }
+static inline vf v_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+static inline vf v_div(vf a, vf b) { return _mm512_div_ps(a, b); }
+/* max(a, b); when a is NaN the result is b (x86 rule: the second operand). */
+static inline vf v_max(vf a, vf b) { return _mm512_max_ps(a, b); }
+static inline vf v_min(vf a, vf b) { return _mm512_min_ps(a, b); }
+static inline vf v_abs(vf a) { return _mm512_abs_ps(a); }
+static inline float v_first(vf v) { return _mm512_cvtss_f32(v); }
+/* Lanes at index >= valid become `fill`. */
+static inline vf v_mask_tail(vf v, int valid, float fill) {
+    return valid >= VL ? v : _mm512_mask_blend_ps(lanes(valid < 0 ? 0 : valid), v_set1(fill), v);
+}
+
+/* The horizontal sum, always in this tree: halves 8+8, 4+4, then (0+2, 1+3), then 0+1. */
+static inline float v_hsum(vf v) {
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+}
+
+static inline float v_hmax(vf v) { return _mm512_reduce_max_ps(v); }
+
+/* p * 2^n for integral-valued n in [-126, 128]. */
+static inline vf v_ldexp(vf p, vf n) { return _mm512_scalef_ps(p, n); }
+static inline vf v_round(vf x) {
+    return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+static inline vf v_select_lt(vf x, float lim, vf a, vf b) { /* x < lim ? a : b */
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, v_set1(lim), _CMP_LT_OQ), b, a);
+}
+static inline vf v_select_gt(vf x, float lim, vf a, vf b) { /* x > lim ? a : b */
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, v_set1(lim), _CMP_GT_OQ), b, a);
+}
+
+/* ---- weight / cache element loads: VL elements to fp32 ---- */
+
+static inline vf w_bf16(const uint16_t *p) {
+    __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+static inline vf w_bf16n(const uint16_t *p, int n) {
+    __m256i h = _mm256_maskz_loadu_epi16(lanes(n), p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+static inline vf w_f16(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+static inline vf w_f16n(const uint16_t *p, int n) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes(n), p));
+}
+/* e4m3 byte b -> fp16 bits ((b & 0x80) << 8) | ((b & 0x7f) << 7) = e4m3 value / 256, exact
+ * (subnormals too): sign-extend to 16 bits, shift by 7, clear bit 14. s256 = scale * 256. */
+static inline vf e4m3_cvt(__m128i b, vf s256) {
+    __m256i h = _mm256_cvtepi8_epi16(b);
+    h = _mm256_and_si256(_mm256_slli_epi16(h, 7), _mm256_set1_epi16((short)0xBF80));
+    return _mm512_mul_ps(_mm512_cvtph_ps(h), s256);
+}
+static inline vf w_e4m3(const uint8_t *p, vf s256) {
+    return e4m3_cvt(_mm_loadu_si128((const __m128i *)p), s256);
+}
+static inline vf w_e4m3n(const uint8_t *p, int n, vf s256) {
+    return e4m3_cvt(_mm_maskz_loadu_epi8(lanes(n), p), s256);
+}
+
+static inline void prefetch(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
+
+/* ---- row kernels that need ISA-specific integer or double code ---- */
+
+/* Sum of x[i]^2 in double: two 8-lane double accumulators (even/odd halves of each 16), k
+ * sequential per lane, then a fixed tree. */
+static double sumsq_d(const float *x, int n) {
+    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    int i = 0;
+    for (; i < n; i += VL) {
+        vf v = i + VL <= n ? v_load(x + i) : v_loadn(x + i, n - i);
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+        a0 = _mm512_fmadd_pd(lo, lo, a0);
+        a1 = _mm512_fmadd_pd(hi, hi, a1);
+    }
+    __m512d a = _mm512_add_pd(a0, a1);
+    __m256d b = _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1));
+    __m128d c = _mm_add_pd(_mm256_castpd256_pd128(b), _mm256_extractf128_pd(b, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(c, _mm_unpackhi_pd(c, c)));
+}
+
+/* e4m3 codes of VL values v (RNE, satfinite, NaN -> 0x7f), the rule of afd_f32_to_e4m3. */
+static inline __m128i e4m3_encode(vf v) {
+    __m512i u = _mm512_castps_si512(v);
+    __m512i sign = _mm512_and_si512(_mm512_srli_epi32(u, 24), _mm512_set1_epi32(0x80));
+    __m512i a = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+    /* normal: round the mantissa to 3 bits (ties to even), rebias the exponent 127 -> 7 */
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(a, 20), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(a, _mm512_add_epi32(_mm512_set1_epi32(0x7ffff), odd));
+    __m512i norm = _mm512_sub_epi32(_mm512_srli_epi32(r, 20), _mm512_set1_epi32(120 << 3));
+    norm = _mm512_min_epi32(norm, _mm512_set1_epi32(0x7e));
+    /* subnormal (|v| < 2^-6): code = rne(|v| * 2^9), 0..8 (8 is 2^-6, the smallest normal) */
+    vf af = _mm512_castsi512_ps(a);
+    __m512i sub = _mm512_cvt_roundps_epi32(_mm512_mul_ps(af, v_set1(512.0f)),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __mmask16 is_sub = _mm512_cmplt_epi32_mask(a, _mm512_set1_epi32(0x3c800000));
+    __mmask16 is_nan = _mm512_cmpgt_epi32_mask(a, _mm512_set1_epi32(0x7f800000));
+    __m512i code = _mm512_mask_blend_epi32(is_sub, norm, sub);
+    code = _mm512_mask_blend_epi32(is_nan, code, _mm512_set1_epi32(0x7f));
+    return _mm512_cvtepi32_epi8(_mm512_or_si512(code, sign));
+}
+
+static void e4m3_store(uint8_t *q, vf v) { _mm_storeu_si128((__m128i *)q, e4m3_encode(v)); }
+static void e4m3_storen(uint8_t *q, vf v, int n) {
+    _mm_mask_storeu_epi8(q, lanes(n), e4m3_encode(v));
+}
+
+/* x = lut[q] * scale, gathered from the scalar table: bit-identical to the scalar rule. */
+static void dequantize_group(float *x, const uint8_t *q, float scale, int n) {
+    vf s = v_set1(scale);
+    int i = 0;
+    for (; i + VL <= n; i += VL) {
+        __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + i)));
+        v_store(x + i, v_mul(_mm512_i32gather_ps(idx, afd_e4m3_lut, 4), s));
+    }
+    if (i < n) {
+        __m512i idx = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(lanes(n - i), q + i));
+        v_storen(x + i, v_mul(_mm512_i32gather_ps(idx, afd_e4m3_lut, 4), s), n - i);
+    }
+}
+
+#include "common/backend/cpu/kernels_simd.h"

@@ -1,0 +1,592 @@
+/* kernels_simd.h: the SIMD kernels, written once over a small vector vocabulary and included
+ * by kernels_avx2.c (VL = 8) and kernels_avx512.c (VL = 16). Not a public header: the including
+ * file defines VL, SIMD_NAME, SIMD_TABLE, the type vf and the v_* / w_* primitives, sumsq_d,
+ * e4m3_store(n) and dequantize_group.
+ *
+ * Reduction orders (the numerics contract of this variant, identical for every batch size,
+ * batch composition and thread count):
+ *   matmul    output (b, n) owns one VL-lane accumulator; lane j sums k = j, j+VL, j+2VL, ...
+ *             in increasing k with fma(w, x, acc); the K tail is a zero-padded partial
+ *             vector; then v_hsum (fixed tree). Weights become exact fp32 first (FP8: e4m3 *
+ *             block scale, rounded once). Micro-kernels of 1..4 rows x 1 or 4 columns, raw or
+ *             packed weights, K-blocked or not: all run exactly this per-output sequence (the
+ *             accumulator is carried exactly through memory between K blocks).
+ *   attention per (token, head): score(p) = sequential fma over d (as generic), times scale;
+ *             online softmax over blocks of 2*VL positions; out[d] sums p in increasing order,
+ *             rescaled when the running max grows; finally divided by the running sum.
+ *   rmsnorm   sum of squares in double, lanes then a fixed tree.
+ * Bit-identical to generic: rope, add_scaled, quantize/dequantize (and the kv_store codes).
+ */
+#ifndef VL
+#error "kernels_simd.h is included by a kernels_<isa>.c file"
+#endif
+
+#include <math.h>
+
+#include "common/base/numfmt.h"
+
+#define ALWAYS static inline __attribute__((always_inline))
+
+static int round_vl(int n) { return (n + VL - 1) / VL * VL; }
+
+/* ---- exp: Cody-Waite reduction, degree-7 Taylor, relative error ~2 ulp. Results below
+ * FLT_MIN (x < -87.336) are 0, above FLT_MAX (x > 88.7228) +inf. ---- */
+ALWAYS vf v_exp(vf x) {
+    vf xc = v_min(v_max(x, v_set1(-87.5f)), v_set1(88.75f));
+    vf n = v_round(v_mul(xc, v_set1(1.44269504088896341f)));
+    vf r = v_fma(n, v_set1(-0.693145751953125f), xc);
+    r = v_fma(n, v_set1(-1.42860682030941723e-6f), r);
+    vf p = v_set1(1.0f / 5040.0f);
+    p = v_fma(p, r, v_set1(1.0f / 720.0f));
+    p = v_fma(p, r, v_set1(1.0f / 120.0f));
+    p = v_fma(p, r, v_set1(1.0f / 24.0f));
+    p = v_fma(p, r, v_set1(1.0f / 6.0f));
+    p = v_fma(p, r, v_set1(0.5f));
+    p = v_fma(p, r, v_set1(1.0f));
+    p = v_fma(p, r, v_set1(1.0f));
+    vf y = v_ldexp(p, n);
+    y = v_select_lt(x, -87.33654475f, v_zero(), y);
+    return v_select_gt(x, 88.72283905f, v_set1(INFINITY), y);
+}
+
+/* ---- element conversion ---- */
+
+enum { SRC_F32, SRC_BF16, SRC_F16, SRC_E4M3, N_SRC };
+
+static size_t src_size(int src) {
+    return src == SRC_F32 ? 4 : src == SRC_E4M3 ? 1 : 2;
+}
+
+static int src_of(afd_dtype dt) {
+    switch (dt) {
+    case AFD_DT_BF16:
+        return SRC_BF16;
+    case AFD_DT_F16:
+        return SRC_F16;
+    case AFD_DT_F8_E4M3:
+        return SRC_E4M3;
+    default:
+        return SRC_F32;
+    }
+}
+
+/* VL elements k.. of a row of type src as fp32 (E4M3: times s256 / 256). */
+ALWAYS vf wload(const int src, const uint8_t *row, int k, vf s256) {
+    switch (src) {
+    case SRC_BF16:
+        return w_bf16((const uint16_t *)row + k);
+    case SRC_F16:
+        return w_f16((const uint16_t *)row + k);
+    case SRC_E4M3:
+        return w_e4m3(row + k, s256);
+    default:
+        return v_load((const float *)row + k);
+    }
+}
+
+/* The first n (< VL) elements, the other lanes 0. */
+ALWAYS vf wloadn(const int src, const uint8_t *row, int k, int n, vf s256) {
+    switch (src) {
+    case SRC_BF16:
+        return w_bf16n((const uint16_t *)row + k, n);
+    case SRC_F16:
+        return w_f16n((const uint16_t *)row + k, n);
+    case SRC_E4M3:
+        return w_e4m3n(row + k, n, s256);
+    default:
+        return v_loadn((const float *)row + k, n);
+    }
+}
+
+/* n elements of a row to fp32 with one scale; writes round_vl(n) floats (zero tail). */
+ALWAYS void cvt_run(const int src, float *d, const uint8_t *row, int n, vf s256) {
+    int k = 0;
+    for (; k + VL <= n; k += VL)
+        v_store(d + k, wload(src, row, k, s256));
+    if (k < n)
+        v_store(d + k, wloadn(src, row, k, n - k, s256));
+}
+
+static void cvt_row(int src, float *d, const uint8_t *row, int n, float scale) {
+    vf s256 = v_set1(scale * 256.0f);
+    switch (src) {
+    case SRC_BF16:
+        cvt_run(SRC_BF16, d, row, n, s256);
+        break;
+    case SRC_F16:
+        cvt_run(SRC_F16, d, row, n, s256);
+        break;
+    case SRC_E4M3:
+        cvt_run(SRC_E4M3, d, row, n, s256);
+        break;
+    default:
+        cvt_run(SRC_F32, d, row, n, s256);
+    }
+}
+
+/* ---- matmul ---- */
+
+#define MM_KC 512 /* K block of the packed path (a multiple of VL and of 128) */
+#define MM_RB 64  /* rows of x per pass (accumulator scratch) */
+
+/* One micro-kernel call: R rows of x times C weight rows over kn elements of K. */
+typedef struct mm_blk {
+    const float *x;         /* x row r at x + r*ldx, element 0 = column k0 */
+    size_t ldx;
+    const uint8_t *w;       /* weight row c at w + c*ldw bytes, element 0 = column k0 */
+    size_t ldw;
+    const float *srow[4];   /* E4M3 raw: block-scale row of each weight row */
+    int64_t kcol0;          /* E4M3 raw: parent column of element 0 (a multiple of VL) */
+    int kn;
+    float *acc;             /* accumulator (r, c) at acc + r*ldacc + c*VL */
+    size_t ldacc;
+    bool init;              /* start from 0 instead of loading acc */
+} mm_blk;
+
+/* The one per-output sequence (see the file comment). E4M3 raw weights are walked in runs of
+ * one block scale; runs start at multiples of VL, so the lanes are those of any other path. */
+ALWAYS void mm_micro(const int R, const int C, const int src, const mm_blk *m) {
+    vf a[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++)
+            a[r][c] = m->init ? v_zero() : v_load(m->acc + r * m->ldacc + c * VL);
+    int k = 0;
+    while (k < m->kn) {
+        int end = m->kn;
+        vf s[4] = {v_zero(), v_zero(), v_zero(), v_zero()};
+        if (src == SRC_E4M3) {
+            int64_t blk = (m->kcol0 + k) / AFD_FP8_BLOCK;
+            int64_t e = (blk + 1) * AFD_FP8_BLOCK - m->kcol0;
+            if (e < end)
+                end = (int)e;
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++)
+                s[c] = v_set1(m->srow[c][blk] * 256.0f);
+        }
+        for (; k + VL <= end; k += VL) {
+            vf wv[4];
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++)
+                wv[c] = wload(src, m->w + c * m->ldw, k, s[c]);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                vf xv = v_load(m->x + r * m->ldx + k);
+#pragma GCC unroll 4
+                for (int c = 0; c < C; c++)
+                    a[r][c] = v_fma(wv[c], xv, a[r][c]);
+            }
+        }
+        if (k < end) {
+            int n = end - k;
+            vf wv[4];
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++)
+                wv[c] = wloadn(src, m->w + c * m->ldw, k, n, s[c]);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                vf xv = v_loadn(m->x + r * m->ldx + k, n);
+#pragma GCC unroll 4
+                for (int c = 0; c < C; c++)
+                    a[r][c] = v_fma(wv[c], xv, a[r][c]);
+            }
+            k = end;
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++)
+            v_store(m->acc + r * m->ldacc + c * VL, a[r][c]);
+}
+
+typedef void (*mm_fn)(const mm_blk *m);
+
+#define MM_DEF(SRC, R, C)                                                                          \
+    static void mm_##SRC##_##R##x##C(const mm_blk *m) { mm_micro(R, C, SRC, m); }
+#define MM_DEF_R(SRC)                                                                              \
+    MM_DEF(SRC, 1, 1) MM_DEF(SRC, 2, 1) MM_DEF(SRC, 3, 1) MM_DEF(SRC, 4, 1)                        \
+    MM_DEF(SRC, 1, 4) MM_DEF(SRC, 2, 4) MM_DEF(SRC, 3, 4) MM_DEF(SRC, 4, 4)
+MM_DEF_R(SRC_F32)
+MM_DEF_R(SRC_BF16)
+MM_DEF_R(SRC_F16)
+MM_DEF_R(SRC_E4M3)
+#define MM_ROW(SRC)                                                                                \
+    {{mm_##SRC##_1x1, mm_##SRC##_1x4}, {mm_##SRC##_2x1, mm_##SRC##_2x4},                            \
+     {mm_##SRC##_3x1, mm_##SRC##_3x4}, {mm_##SRC##_4x1, mm_##SRC##_4x4}}
+/* [src][R - 1][C == 4] */
+static const mm_fn mm_fns[N_SRC][4][2] = {MM_ROW(SRC_F32), MM_ROW(SRC_BF16), MM_ROW(SRC_F16),
+                                          MM_ROW(SRC_E4M3)};
+
+/* Weights [n0, n0+np) x [k0, k0+kn) as exact fp32 into dst (row stride kcp, zero tail). */
+static void mm_pack(float *dst, int kcp, const afd_tensor *w, int src, int n0, int np, int k0,
+                    int kn) {
+    const size_t es = src_size(src);
+    for (int c = 0; c < np; c++) {
+        float *d = dst + (size_t)c * kcp;
+        const uint8_t *row = (const uint8_t *)w->data + ((size_t)(n0 + c) * w->ld + k0) * es;
+        if (src != SRC_E4M3) {
+            cvt_row(src, d, row, kn, 1.0f);
+            continue;
+        }
+        const float *srow = w->scale + ((w->row0 + n0 + c) / AFD_FP8_BLOCK) * w->scale_ld;
+        int64_t kcol0 = w->col0 + k0;
+        if (kcol0 % VL != 0) { /* unaligned view: element by element (same values) */
+            for (int k = 0; k < kn; k++)
+                d[k] = afd_e4m3_to_f32(row[k]) * srow[(kcol0 + k) / AFD_FP8_BLOCK];
+            for (int k = kn; k < kcp; k++)
+                d[k] = 0.0f;
+            continue;
+        }
+        for (int k = 0; k < kn;) {
+            int64_t blk = (kcol0 + k) / AFD_FP8_BLOCK;
+            int end = (int)((blk + 1) * AFD_FP8_BLOCK - kcol0);
+            end = end < kn ? end : kn;
+            cvt_row(SRC_E4M3, d + k, row + k, end - k, srow[blk]);
+            k = end;
+        }
+    }
+}
+
+static void mm_zero(float *y, int B, int N, int n0, int n1) {
+    for (int b = 0; b < B; b++)
+        for (int n = n0; n < n1; n++)
+            y[(size_t)b * N + n] = 0.0f;
+}
+
+/* Raw weights (no copy) when the rows of x are few (1..4: each weight vector is used R times
+ * straight from memory, streaming at DRAM speed); otherwise K blocks of weights converted once
+ * into a packed fp32 panel and reused by every group of 4 rows. Same bits either way. */
+static void matmul_cols(float *y, const float *x, int B, const afd_tensor *w, int n0, int n1,
+                        void *scratch) {
+    const int K = (int)w->cols, N = (int)w->rows, np = n1 - n0, src = src_of(w->dtype);
+    const size_t es = src_size(src);
+    if (K == 0) {
+        mm_zero(y, B, N, n0, n1);
+        return;
+    }
+    float *acc = scratch;
+    float *pack = acc + (size_t)MM_RB * CPU_MM_NP * VL;
+    const float *srow[CPU_MM_NP + 3] = {0};
+    if (src == SRC_E4M3)
+        for (int c = 0; c < np; c++)
+            srow[c] = w->scale + ((w->row0 + n0 + c) / AFD_FP8_BLOCK) * w->scale_ld;
+    const bool aligned = src != SRC_E4M3 || w->col0 % VL == 0;
+    for (int b0 = 0; b0 < B; b0 += MM_RB) {
+        const int rb = B - b0 < MM_RB ? B - b0 : MM_RB;
+        const bool raw = rb <= 4 && aligned;
+        const int kc = raw ? K : MM_KC;
+        for (int k0 = 0; k0 < K; k0 += kc) {
+            const int kn = K - k0 < kc ? K - k0 : kc, kcp = round_vl(kn);
+            if (!raw)
+                mm_pack(pack, kcp, w, src, n0, np, k0, kn);
+            for (int r = 0; r < rb; r += 4) {
+                const int R = rb - r < 4 ? rb - r : 4;
+                for (int c = 0; c < np;) {
+                    const int C = np - c >= 4 ? 4 : 1;
+                    mm_blk m = {
+                        .x = x + (size_t)(b0 + r) * K + k0,
+                        .ldx = (size_t)K,
+                        .kcol0 = w->col0 + k0,
+                        .kn = kn,
+                        .acc = acc + ((size_t)r * CPU_MM_NP + c) * VL,
+                        .ldacc = (size_t)CPU_MM_NP * VL,
+                        .init = k0 == 0,
+                    };
+                    if (raw) {
+                        m.w = (const uint8_t *)w->data + ((size_t)(n0 + c) * w->ld + k0) * es;
+                        m.ldw = (size_t)w->ld * es;
+                        for (int i = 0; i < C; i++)
+                            m.srow[i] = srow[c + i];
+                    } else {
+                        m.w = (const uint8_t *)(pack + (size_t)c * kcp);
+                        m.ldw = (size_t)kcp * sizeof(float);
+                    }
+                    mm_fns[raw ? src : SRC_F32][R - 1][C == 4](&m);
+                    c += C;
+                }
+            }
+        }
+        for (int r = 0; r < rb; r++)
+            for (int c = 0; c < np; c++)
+                y[(size_t)(b0 + r) * N + n0 + c] =
+                    v_hsum(v_load(acc + ((size_t)r * CPU_MM_NP + c) * VL));
+    }
+}
+
+/* ---- row and elementwise ops ---- */
+
+static void rmsnorm_row(float *y, const float *x, const float *w, int n, float eps) {
+    double ss = sumsq_d(x, n);
+    vf r = v_set1((float)(1.0 / sqrt(ss / n + (double)eps)));
+    int i = 0;
+    for (; i + VL <= n; i += VL)
+        v_store(y + i, v_mul(v_mul(v_load(x + i), r), v_load(w + i)));
+    if (i < n)
+        v_storen(y + i, v_mul(v_mul(v_loadn(x + i, n - i), r), v_loadn(w + i, n - i)), n - i);
+}
+
+/* Same products and order as the generic kernel: bit-identical. */
+ALWAYS void rope_vec(float *lo, float *hi, const float *cs, const float *sn, int n) {
+    vf a = n == VL ? v_load(lo) : v_loadn(lo, n), b = n == VL ? v_load(hi) : v_loadn(hi, n);
+    vf c = n == VL ? v_load(cs) : v_loadn(cs, n), s = n == VL ? v_load(sn) : v_loadn(sn, n);
+    vf x0 = v_sub(v_mul(a, c), v_mul(b, s)), x1 = v_add(v_mul(a, s), v_mul(b, c));
+    if (n == VL) {
+        v_store(lo, x0);
+        v_store(hi, x1);
+    } else {
+        v_storen(lo, x0, n);
+        v_storen(hi, x1, n);
+    }
+}
+
+static void rope_row(float *x, int n_heads, int head_dim, const float *cs, const float *sn) {
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (size_t)h * head_dim;
+        int i = 0;
+        for (; i + VL <= half; i += VL)
+            rope_vec(v + i, v + half + i, cs + i, sn + i, VL);
+        if (i < half)
+            rope_vec(v + i, v + half + i, cs + i, sn + i, half - i);
+    }
+}
+
+ALWAYS vf silu_mul(vf g, vf u) {
+    vf e = v_exp(v_sub(v_zero(), g));
+    return v_mul(v_div(g, v_add(v_set1(1.0f), e)), u);
+}
+
+static void swiglu(float *out, const float *gate, const float *up, size_t n) {
+    size_t i = 0;
+    for (; i + VL <= n; i += VL)
+        v_store(out + i, silu_mul(v_load(gate + i), v_load(up + i)));
+    if (i < n) {
+        int t = (int)(n - i);
+        v_storen(out + i, silu_mul(v_loadn(gate + i, t), v_loadn(up + i, t)), t);
+    }
+}
+
+static void add_scaled(float *y, const float *x, float alpha, size_t n) {
+    vf a = v_set1(alpha);
+    size_t i = 0;
+    for (; i + VL <= n; i += VL)
+        v_store(y + i, v_fma(a, v_load(x + i), v_load(y + i)));
+    if (i < n) {
+        int t = (int)(n - i);
+        v_storen(y + i, v_fma(a, v_loadn(x + i, t), v_loadn(y + i, t)), t);
+    }
+}
+
+/* amax with max(|x|, acc): a NaN |x| leaves acc (as the scalar `a > amax` test does). */
+static void quantize_group(uint8_t *q, float *scale, const float *x, int n) {
+    vf am = v_zero();
+    int i = 0;
+    for (; i + VL <= n; i += VL)
+        am = v_max(v_abs(v_load(x + i)), am);
+    if (i < n)
+        am = v_max(v_abs(v_loadn(x + i, n - i)), am);
+    float s = cpu_fp8_scale(v_hmax(am));
+    *scale = s;
+    vf sv = v_set1(s);
+    for (i = 0; i + VL <= n; i += VL)
+        e4m3_store(q + i, v_div(v_load(x + i), sv));
+    if (i < n)
+        e4m3_storen(q + i, v_div(v_loadn(x + i, n - i), sv), n - i);
+}
+
+/* ---- attention ---- */
+
+#define ATT_PB (2 * VL) /* positions per block */
+
+/* K (which 0) or V (1) of position p, KV head g, as fp32 into dst (zero tail to round_vl). */
+static void att_row(float *dst, const cpu_attn_args *a, const int32_t *blocks, int p, int g,
+                    int which) {
+    const afd_kv_layout *kv = a->kv;
+    const uint8_t *base = a->pool + (size_t)blocks[p / kv->block_size] * kv->block_bytes +
+                          (size_t)a->layer * kv->layer_bytes;
+    size_t row = (size_t)(p % kv->block_size) * kv->n_kv_heads + g;
+    int src = src_of(kv->dtype);
+    const uint8_t *e = base + (which ? kv->v_off : kv->k_off) + row * kv->head_dim * src_size(src);
+    float scale = 1.0f;
+    if (src == SRC_E4M3)
+        scale = ((const float *)(base + (which ? kv->vs_off : kv->ks_off)))[row];
+    cvt_row(src, dst, e, kv->head_dim, scale);
+}
+
+/* Kt[d][p] = rows[p][d] for p < np, 0 for np <= p < ATT_PB. */
+static void att_transpose(float *Kt, const float *rows, int np, int hd, int ldr) {
+    for (int d = 0; d < hd; d++) {
+        float *t = Kt + (size_t)d * ATT_PB;
+        for (int p = 0; p < np; p++)
+            t[p] = rows[(size_t)p * ldr + d];
+        for (int p = np; p < ATT_PB; p++)
+            t[p] = 0.0f;
+    }
+}
+
+/* S[j][p] = sum_d q[j][d] * Kt[d][p], sequential in d, for HR heads. */
+ALWAYS void att_qk(const int HR, const float *Kt, const float *q, int hd, float *S) {
+    vf acc[8][2];
+#pragma GCC unroll 8
+    for (int j = 0; j < HR; j++)
+        acc[j][0] = acc[j][1] = v_zero();
+    for (int d = 0; d < hd; d++) {
+        vf k0 = v_load(Kt + (size_t)d * ATT_PB), k1 = v_load(Kt + (size_t)d * ATT_PB + VL);
+#pragma GCC unroll 8
+        for (int j = 0; j < HR; j++) {
+            vf qb = v_set1(q[(size_t)j * hd + d]);
+            acc[j][0] = v_fma(qb, k0, acc[j][0]);
+            acc[j][1] = v_fma(qb, k1, acc[j][1]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < HR; j++) {
+        v_store(S + (size_t)j * ATT_PB, acc[j][0]);
+        v_store(S + (size_t)j * ATT_PB + VL, acc[j][1]);
+    }
+}
+
+static void att_qk8(const float *Kt, const float *q, int hd, float *S) { att_qk(8, Kt, q, hd, S); }
+static void att_qk1(const float *Kt, const float *q, int hd, float *S) { att_qk(1, Kt, q, hd, S); }
+
+/* Online softmax step of one head over a block: S (raw scores) becomes the weights p, the
+ * running max *m and sum *l advance, O is rescaled when the max grows. */
+static void att_softmax(float *S, int np, float scale, float *m, float *l, float *O, int hdp) {
+    vf sc = v_set1(scale);
+    vf s0 = v_mask_tail(v_mul(v_load(S), sc), np, -INFINITY);
+    vf s1 = v_mask_tail(v_mul(v_load(S + VL), sc), np - VL, -INFINITY);
+    float bm = v_hmax(v_max(s0, s1)), mn = bm > *m ? bm : *m;
+    vf mv = v_set1(mn);
+    vf p0 = v_exp(v_sub(s0, mv)), p1 = v_exp(v_sub(s1, mv));
+    v_store(S, p0);
+    v_store(S + VL, p1);
+    float alpha = v_first(v_exp(v_set1(*m - mn)));
+    *l = *l * alpha + v_hsum(v_add(p0, p1));
+    if (alpha != 1.0f) {
+        vf av = v_set1(alpha);
+        for (int i = 0; i < hdp; i += VL)
+            v_store(O + i, v_mul(v_load(O + i), av));
+    }
+    *m = mn;
+}
+
+/* O[j][d..] += sum_p P[j][p] * V[p][d..], sequential in p, HR heads x DR vectors of dims. */
+ALWAYS void att_pv(const int HR, const int DR, float *O, int ldo, const float *P, const float *V,
+                   int ldv, int np) {
+    vf acc[4][4];
+#pragma GCC unroll 4
+    for (int j = 0; j < HR; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < DR; i++)
+            acc[j][i] = v_load(O + (size_t)j * ldo + i * VL);
+    for (int p = 0; p < np; p++) {
+        vf v[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < DR; i++)
+            v[i] = v_load(V + (size_t)p * ldv + i * VL);
+#pragma GCC unroll 4
+        for (int j = 0; j < HR; j++) {
+            vf pb = v_set1(P[(size_t)j * ATT_PB + p]);
+#pragma GCC unroll 4
+            for (int i = 0; i < DR; i++)
+                acc[j][i] = v_fma(pb, v[i], acc[j][i]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < HR; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < DR; i++)
+            v_store(O + (size_t)j * ldo + i * VL, acc[j][i]);
+}
+
+static void att_pv44(float *O, int ldo, const float *P, const float *V, int ldv, int np) {
+    att_pv(4, 4, O, ldo, P, V, ldv, np);
+}
+static void att_pv41(float *O, int ldo, const float *P, const float *V, int ldv, int np) {
+    att_pv(4, 1, O, ldo, P, V, ldv, np);
+}
+static void att_pv14(float *O, int ldo, const float *P, const float *V, int ldv, int np) {
+    att_pv(1, 4, O, ldo, P, V, ldv, np);
+}
+static void att_pv11(float *O, int ldo, const float *P, const float *V, int ldv, int np) {
+    att_pv(1, 1, O, ldo, P, V, ldv, np);
+}
+
+/* PV for nh heads, every dim vector of the padded head. */
+static void att_pv_all(float *O, int nh, int hdp, const float *P, const float *V, int np) {
+    int h = 0;
+    for (; h + 4 <= nh; h += 4) {
+        int d = 0;
+        for (; d + 4 * VL <= hdp; d += 4 * VL)
+            att_pv44(O + (size_t)h * hdp + d, hdp, P + (size_t)h * ATT_PB, V + d, hdp, np);
+        for (; d < hdp; d += VL)
+            att_pv41(O + (size_t)h * hdp + d, hdp, P + (size_t)h * ATT_PB, V + d, hdp, np);
+    }
+    for (; h < nh; h++) {
+        int d = 0;
+        for (; d + 4 * VL <= hdp; d += 4 * VL)
+            att_pv14(O + (size_t)h * hdp + d, hdp, P + (size_t)h * ATT_PB, V + d, hdp, np);
+        for (; d < hdp; d += VL)
+            att_pv11(O + (size_t)h * hdp + d, hdp, P + (size_t)h * ATT_PB, V + d, hdp, np);
+    }
+}
+
+static void attention(const cpu_attn_args *a, int tok, int h0, int h1, void *scratch) {
+    const afd_kv_layout *kv = a->kv;
+    const int hd = kv->head_dim, hdp = round_vl(hd), nh = h1 - h0;
+    const int g = h0 / (a->n_heads / kv->n_kv_heads);
+    const int seq = a->batch->tok_seq[tok], ctx = a->batch->tok_ctx[tok];
+    const int32_t *blocks = a->batch->seq_blocks + (size_t)seq * a->batch->max_blocks;
+    const float *q = a->q + ((size_t)tok * a->n_heads + h0) * hd;
+    float *Kt = scratch;                       /* [hd][ATT_PB] */
+    float *V = Kt + (size_t)hd * ATT_PB;       /* [ATT_PB][hdp]: K rows, then V rows */
+    float *P = V + (size_t)ATT_PB * hdp;       /* [nh][ATT_PB] */
+    float *O = P + (size_t)nh * ATT_PB;        /* [nh][hdp] */
+    float *M = O + (size_t)nh * hdp, *L = M + nh;
+    for (size_t i = 0; i < (size_t)nh * hdp; i++)
+        O[i] = 0.0f;
+    for (int h = 0; h < nh; h++)
+        M[h] = -INFINITY, L[h] = 0.0f;
+    for (int p0 = 0; p0 < ctx; p0 += ATT_PB) {
+        const int np = ctx - p0 < ATT_PB ? ctx - p0 : ATT_PB;
+        for (int p = 0; p < np; p++)
+            att_row(V + (size_t)p * hdp, a, blocks, p0 + p, g, 0);
+        att_transpose(Kt, V, np, hd, hdp);
+        int h = 0;
+        for (; h + 8 <= nh; h += 8)
+            att_qk8(Kt, q + (size_t)h * hd, hd, P + (size_t)h * ATT_PB);
+        for (; h < nh; h++)
+            att_qk1(Kt, q + (size_t)h * hd, hd, P + (size_t)h * ATT_PB);
+        for (h = 0; h < nh; h++)
+            att_softmax(P + (size_t)h * ATT_PB, np, a->scale, &M[h], &L[h], O + (size_t)h * hdp,
+                        hdp);
+        for (int p = 0; p < np; p++)
+            att_row(V + (size_t)p * hdp, a, blocks, p0 + p, g, 1);
+        att_pv_all(O, nh, hdp, P, V, np);
+    }
+    float *out = a->out + ((size_t)tok * a->n_heads + h0) * hd;
+    for (int h = 0; h < nh; h++) {
+        vf l = v_set1(L[h]);
+        const float *o = O + (size_t)h * hdp;
+        float *dst = out + (size_t)h * hd;
+        int d = 0;
+        for (; d + VL <= hd; d += VL)
+            v_store(dst + d, v_div(v_load(o + d), l));
+        if (d < hd)
+            v_storen(dst + d, v_div(v_load(o + d), l), hd - d);
+    }
+}
+
+const cpu_kernels SIMD_TABLE = {
+    .name = SIMD_NAME,
+    .matmul_cols = matmul_cols,
+    .rmsnorm_row = rmsnorm_row,
+    .rope_row = rope_row,
+    .attention = attention,
+    .swiglu = swiglu,
+    .add_scaled = add_scaled,
+    .quantize_group = quantize_group,
+    .dequantize_group = dequantize_group,
+};
