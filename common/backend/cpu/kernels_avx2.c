@@ -115,6 +115,54 @@ static inline vf w_e4m3n(const uint8_t *p, int n, vf s256) {
     return w_e4m3(t, s256);
 }
 
+/* ---- pairs: 2*VL consecutive elements as E (the even positions) and O (the odd ones), the
+ * lane layout of BF16 and FP8 weights: the split costs shifts and masks, no shuffles ---- */
+
+static inline void bf16_pair_cvt(__m256i w, vf *e, vf *o) {
+    *e = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+    *o = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32((int)0xffff0000u)));
+}
+static inline void w_bf16_pair(const uint16_t *p, vf *e, vf *o) {
+    bf16_pair_cvt(_mm256_loadu_si256((const __m256i *)p), e, o);
+}
+static inline void w_bf16_pairn(const uint16_t *p, int n, vf *e, vf *o) {
+    uint16_t t[2 * VL] = {0};
+    memcpy(t, p, (size_t)n * sizeof *t);
+    w_bf16_pair(t, e, o);
+}
+/* 16-bit word j holds bytes 2j (low) and 2j+1 (high); each becomes the fp16 bits
+ * ((b & 0x80) << 8) | ((b & 0x7f) << 7) = e4m3 value / 256 (exact, subnormals too). */
+static inline void e4m3_pair_cvt(__m128i w, vf s256, vf *e, vf *o) {
+    __m128i m = _mm_set1_epi16((short)0xBF80);
+    __m128i ev = _mm_and_si128(_mm_srai_epi16(_mm_slli_epi16(w, 8), 1), m);
+    __m128i od = _mm_and_si128(_mm_srai_epi16(w, 1), m);
+    *e = _mm256_mul_ps(_mm256_cvtph_ps(ev), s256);
+    *o = _mm256_mul_ps(_mm256_cvtph_ps(od), s256);
+}
+static inline void w_e4m3_pair(const uint8_t *p, vf s256, vf *e, vf *o) {
+    e4m3_pair_cvt(_mm_loadu_si128((const __m128i *)p), s256, e, o);
+}
+static inline void w_e4m3_pairn(const uint8_t *p, int n, vf s256, vf *e, vf *o) {
+    uint8_t t[2 * VL] = {0};
+    memcpy(t, p, (size_t)n);
+    w_e4m3_pair(t, s256, e, o);
+}
+static inline void x_pair_split(vf x0, vf x1, vf *e, vf *o) {
+    /* per 128-bit half: (x0[0], x0[2], x1[0], x1[2]); then 64-bit quarters in order 0 2 1 3 */
+    *e = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(x0, x1, 0x88)), 0xD8));
+    *o = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(x0, x1, 0xDD)), 0xD8));
+}
+static inline void x_pair(const float *x, vf *e, vf *o) {
+    x_pair_split(v_load(x), v_load(x + VL), e, o);
+}
+static inline void x_pairn(const float *x, int n, vf *e, vf *o) {
+    vf x0 = n >= VL ? v_load(x) : v_loadn(x, n);
+    vf x1 = n > VL ? v_loadn(x + VL, n - VL) : v_zero();
+    x_pair_split(x0, x1, e, o);
+}
+
 static inline void prefetch(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
 
 /* ---- row kernels that need ISA-specific integer or double code ---- */

@@ -88,6 +88,51 @@ static inline vf w_e4m3n(const uint8_t *p, int n, vf s256) {
     return e4m3_cvt(_mm_maskz_loadu_epi8(lanes(n), p), s256);
 }
 
+/* ---- pairs: 2*VL consecutive elements as E (the even positions) and O (the odd ones), the
+ * lane layout of BF16 and FP8 weights: the split costs shifts and masks, no shuffles ---- */
+
+static inline __mmask32 lanes32(int n) { return n >= 32 ? ~(__mmask32)0 : ((__mmask32)1 << n) - 1; }
+
+static inline void bf16_pair_cvt(__m512i w, vf *e, vf *o) {
+    *e = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+    *o = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xffff0000u)));
+}
+static inline void w_bf16_pair(const uint16_t *p, vf *e, vf *o) {
+    bf16_pair_cvt(_mm512_loadu_si512(p), e, o);
+}
+static inline void w_bf16_pairn(const uint16_t *p, int n, vf *e, vf *o) {
+    bf16_pair_cvt(_mm512_maskz_loadu_epi16(lanes32(n), p), e, o);
+}
+/* 16-bit word j holds bytes 2j (low) and 2j+1 (high); each becomes the fp16 bits
+ * ((b & 0x80) << 8) | ((b & 0x7f) << 7) = e4m3 value / 256 (exact, subnormals too). */
+static inline void e4m3_pair_cvt(__m256i w, vf s256, vf *e, vf *o) {
+    __m256i m = _mm256_set1_epi16((short)0xBF80);
+    __m256i ev = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(w, 8), 1), m);
+    __m256i od = _mm256_and_si256(_mm256_srai_epi16(w, 1), m);
+    *e = _mm512_mul_ps(_mm512_cvtph_ps(ev), s256);
+    *o = _mm512_mul_ps(_mm512_cvtph_ps(od), s256);
+}
+static inline void w_e4m3_pair(const uint8_t *p, vf s256, vf *e, vf *o) {
+    e4m3_pair_cvt(_mm256_loadu_si256((const __m256i *)p), s256, e, o);
+}
+static inline void w_e4m3_pairn(const uint8_t *p, int n, vf s256, vf *e, vf *o) {
+    e4m3_pair_cvt(_mm256_maskz_loadu_epi8(lanes32(n), p), s256, e, o);
+}
+static inline void x_pair_split(vf x0, vf x1, vf *e, vf *o) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    *e = _mm512_permutex2var_ps(x0, ie, x1);
+    *o = _mm512_permutex2var_ps(x0, io, x1);
+}
+static inline void x_pair(const float *x, vf *e, vf *o) {
+    x_pair_split(v_load(x), v_load(x + VL), e, o);
+}
+static inline void x_pairn(const float *x, int n, vf *e, vf *o) {
+    vf x0 = n >= VL ? v_load(x) : v_loadn(x, n);
+    vf x1 = n > VL ? v_loadn(x + VL, n - VL) : v_zero();
+    x_pair_split(x0, x1, e, o);
+}
+
 static inline void prefetch(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
 
 /* ---- row kernels that need ISA-specific integer or double code ---- */

@@ -126,25 +126,150 @@ static void cvt_row(int src, float *d, const uint8_t *row, int n, float scale) {
 
 /* ---- matmul ---- */
 
-#define MM_KC 512 /* K block of the packed path (a multiple of VL and of 128) */
-#define MM_RB 64  /* rows of x per pass (accumulator scratch) */
+#define MM_KC 512     /* K block of the packed path (a multiple of 2*VL and of 128) */
+#define MM_RB 64      /* rows of x per pass (accumulator scratch) */
+#define MM_RAW_MAX 8  /* up to this many rows: raw weights, converted in the micro-kernel */
+#ifndef MM_PF
+#define MM_PF 0       /* software prefetch distance of streamed weights, bytes (0 = off) */
+#endif
+/* scratch: acc [MM_RB][CPU_MM_NP][VL], pack [CPU_MM_NP][MM_KC], then the x buffer */
+#define MM_ACC_FLOATS ((size_t)MM_RB * CPU_MM_NP * VL)
+#define MM_PACK_FLOATS ((size_t)CPU_MM_NP * MM_KC)
+#define MM_XB_FLOATS (CPU_SCRATCH_BYTES / sizeof(float) - MM_ACC_FLOATS - MM_PACK_FLOATS)
+
+/* BF16 and FP8 weights use the pair layout (chunks of 2*VL split into even/odd lanes), F32
+ * and F16 the natural one (chunks of VL). */
+static bool src_pair(int src) { return src == SRC_BF16 || src == SRC_E4M3; }
+static int chunk_of(int src) { return src_pair(src) ? 2 * VL : VL; }
+static int round_to(int n, int m) { return (n + m - 1) / m * m; }
+
+ALWAYS void wload_pair(const int src, const uint8_t *row, int k, vf s256, vf *e, vf *o) {
+    if (src == SRC_BF16)
+        w_bf16_pair((const uint16_t *)row + k, e, o);
+    else
+        w_e4m3_pair(row + k, s256, e, o);
+}
+
+ALWAYS void wload_pairn(const int src, const uint8_t *row, int k, int n, vf s256, vf *e, vf *o) {
+    if (src == SRC_BF16)
+        w_bf16_pairn((const uint16_t *)row + k, n, e, o);
+    else
+        w_e4m3_pairn(row + k, n, s256, e, o);
+}
+
+/* x in the pair layout: dst gets round_to(n, 2*VL) floats (zero tail). */
+static void x_pairs(float *dst, const float *src, int n) {
+    int k = 0;
+    vf e, o;
+    for (; k + 2 * VL <= n; k += 2 * VL) {
+        x_pair(src + k, &e, &o);
+        v_store(dst + k, e);
+        v_store(dst + k + VL, o);
+    }
+    if (k < n) {
+        x_pairn(src + k, n - k, &e, &o);
+        v_store(dst + k, e);
+        v_store(dst + k + VL, o);
+    }
+}
 
 /* One micro-kernel call: R rows of x times C weight rows over kn elements of K. */
 typedef struct mm_blk {
-    const float *x;         /* x row r at x + r*ldx, element 0 = column k0 */
+    const float *x;         /* x row r at x + r*ldx, element 0 = column k0 (pair: permuted,
+                               zero-padded to a whole chunk) */
     size_t ldx;
     const uint8_t *w;       /* weight row c at w + c*ldw bytes, element 0 = column k0 */
     size_t ldw;
     const float *srow[4];   /* E4M3 raw: block-scale row of each weight row */
-    int64_t kcol0;          /* E4M3 raw: parent column of element 0 (a multiple of VL) */
+    int64_t kcol0;          /* E4M3 raw: parent column of element 0 (a multiple of 2*VL) */
     int kn;
     float *acc;             /* accumulator (r, c) at acc + r*ldacc + c*VL */
     size_t ldacc;
     bool init;              /* start from 0 instead of loading acc */
+    int pf;                 /* software prefetch distance in bytes (raw weights), 0 = none */
 } mm_blk;
 
+/* The pair-layout inner loop over [k, end): per chunk fma(E_w, E_x), then fma(O_w, O_x). */
+ALWAYS int mm_pair_run(const int R, const int C, const int src, const mm_blk *m, vf a[4][4],
+                       const vf *s, int k, int end) {
+    for (; k + 2 * VL <= end; k += 2 * VL) {
+        vf we[4], wo[4];
+        if (m->pf)
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++)
+                prefetch(m->w + c * m->ldw + (size_t)k * src_size(src) + m->pf);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++)
+            wload_pair(src, m->w + c * m->ldw, k, s[c], &we[c], &wo[c]);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            vf xe = v_load(m->x + r * m->ldx + k), xo = v_load(m->x + r * m->ldx + k + VL);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                a[r][c] = v_fma(we[c], xe, a[r][c]);
+                a[r][c] = v_fma(wo[c], xo, a[r][c]);
+            }
+        }
+    }
+    if (k < end) {
+        vf we[4], wo[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++)
+            wload_pairn(src, m->w + c * m->ldw, k, end - k, s[c], &we[c], &wo[c]);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            vf xe = v_load(m->x + r * m->ldx + k), xo = v_load(m->x + r * m->ldx + k + VL);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                a[r][c] = v_fma(we[c], xe, a[r][c]);
+                a[r][c] = v_fma(wo[c], xo, a[r][c]);
+            }
+        }
+        k = end;
+    }
+    return k;
+}
+
+/* The natural-layout inner loop (F32, F16; and every packed panel). */
+ALWAYS void mm_natural_run(const int R, const int C, const int src, const mm_blk *m,
+                           vf a[4][4]) {
+    const vf one = v_set1(1.0f);
+    int k = 0;
+    for (; k + VL <= m->kn; k += VL) {
+        vf wv[4];
+        if (m->pf)
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++)
+                prefetch(m->w + c * m->ldw + (size_t)k * src_size(src) + m->pf);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++)
+            wv[c] = wload(src, m->w + c * m->ldw, k, one);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            vf xv = v_load(m->x + r * m->ldx + k);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++)
+                a[r][c] = v_fma(wv[c], xv, a[r][c]);
+        }
+    }
+    if (k < m->kn) {
+        int n = m->kn - k;
+        vf wv[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++)
+            wv[c] = wloadn(src, m->w + c * m->ldw, k, n, one);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            vf xv = v_loadn(m->x + r * m->ldx + k, n);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++)
+                a[r][c] = v_fma(wv[c], xv, a[r][c]);
+        }
+    }
+}
+
 /* The one per-output sequence (see the file comment). E4M3 raw weights are walked in runs of
- * one block scale; runs start at multiples of VL, so the lanes are those of any other path. */
+ * one block scale; runs start at multiples of 2*VL, so the lanes are those of the packed path. */
 ALWAYS void mm_micro(const int R, const int C, const int src, const mm_blk *m) {
     vf a[4][4];
 #pragma GCC unroll 4
@@ -152,47 +277,21 @@ ALWAYS void mm_micro(const int R, const int C, const int src, const mm_blk *m) {
 #pragma GCC unroll 4
         for (int c = 0; c < C; c++)
             a[r][c] = m->init ? v_zero() : v_load(m->acc + r * m->ldacc + c * VL);
-    int k = 0;
-    while (k < m->kn) {
-        int end = m->kn;
+    if (src == SRC_BF16) {
         vf s[4] = {v_zero(), v_zero(), v_zero(), v_zero()};
-        if (src == SRC_E4M3) {
+        mm_pair_run(R, C, src, m, a, s, 0, m->kn);
+    } else if (src == SRC_E4M3) {
+        for (int k = 0; k < m->kn;) {
             int64_t blk = (m->kcol0 + k) / AFD_FP8_BLOCK;
             int64_t e = (blk + 1) * AFD_FP8_BLOCK - m->kcol0;
-            if (e < end)
-                end = (int)e;
+            vf s[4];
 #pragma GCC unroll 4
             for (int c = 0; c < C; c++)
                 s[c] = v_set1(m->srow[c][blk] * 256.0f);
+            k = mm_pair_run(R, C, src, m, a, s, k, e < m->kn ? (int)e : m->kn);
         }
-        for (; k + VL <= end; k += VL) {
-            vf wv[4];
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++)
-                wv[c] = wload(src, m->w + c * m->ldw, k, s[c]);
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) {
-                vf xv = v_load(m->x + r * m->ldx + k);
-#pragma GCC unroll 4
-                for (int c = 0; c < C; c++)
-                    a[r][c] = v_fma(wv[c], xv, a[r][c]);
-            }
-        }
-        if (k < end) {
-            int n = end - k;
-            vf wv[4];
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++)
-                wv[c] = wloadn(src, m->w + c * m->ldw, k, n, s[c]);
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) {
-                vf xv = v_loadn(m->x + r * m->ldx + k, n);
-#pragma GCC unroll 4
-                for (int c = 0; c < C; c++)
-                    a[r][c] = v_fma(wv[c], xv, a[r][c]);
-            }
-            k = end;
-        }
+    } else {
+        mm_natural_run(R, C, src, m, a);
     }
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
@@ -219,31 +318,68 @@ MM_DEF_R(SRC_E4M3)
 static const mm_fn mm_fns[N_SRC][4][2] = {MM_ROW(SRC_F32), MM_ROW(SRC_BF16), MM_ROW(SRC_F16),
                                           MM_ROW(SRC_E4M3)};
 
-/* Weights [n0, n0+np) x [k0, k0+kn) as exact fp32 into dst (row stride kcp, zero tail). */
+/* kn elements of a BF16/E4M3 row into the pair layout (round_to(kn, 2*VL) floats). */
+static void pack_pairs(float *d, int src, const uint8_t *row, int kn, float scale) {
+    vf s256 = v_set1(scale * 256.0f), e, o;
+    int k = 0;
+    for (; k + 2 * VL <= kn; k += 2 * VL) {
+        if (src == SRC_BF16)
+            w_bf16_pair((const uint16_t *)row + k, &e, &o);
+        else
+            w_e4m3_pair(row + k, s256, &e, &o);
+        v_store(d + k, e);
+        v_store(d + k + VL, o);
+    }
+    if (k < kn) {
+        if (src == SRC_BF16)
+            w_bf16_pairn((const uint16_t *)row + k, kn - k, &e, &o);
+        else
+            w_e4m3_pairn(row + k, kn - k, s256, &e, &o);
+        v_store(d + k, e);
+        v_store(d + k + VL, o);
+    }
+}
+
+/* One E4M3 row of a view whose columns are not chunk-aligned: element by element (the same
+ * values e4m3 * block scale), placed in the pair layout. */
+static void pack_e4m3_unaligned(float *d, int kcp, const uint8_t *row, const float *srow,
+                                int64_t kcol0, int kn) {
+    for (int k = 0; k < kcp; k++)
+        d[k] = 0.0f;
+    for (int k = 0; k < kn; k++) {
+        int base = k / (2 * VL) * (2 * VL), j = k - base;
+        d[base + (j & 1) * VL + j / 2] =
+            afd_e4m3_to_f32(row[k]) * srow[(kcol0 + k) / AFD_FP8_BLOCK];
+    }
+}
+
+/* Weights [n0, n0+np) x [k0, k0+kn) as exact fp32 into dst, row stride kcp, in the layout of
+ * src (pair or natural), zero tail. */
 static void mm_pack(float *dst, int kcp, const afd_tensor *w, int src, int n0, int np, int k0,
                     int kn) {
     const size_t es = src_size(src);
     for (int c = 0; c < np; c++) {
         float *d = dst + (size_t)c * kcp;
         const uint8_t *row = (const uint8_t *)w->data + ((size_t)(n0 + c) * w->ld + k0) * es;
+        if (src == SRC_BF16) {
+            pack_pairs(d, src, row, kn, 1.0f);
+            continue;
+        }
         if (src != SRC_E4M3) {
             cvt_row(src, d, row, kn, 1.0f);
             continue;
         }
         const float *srow = w->scale + ((w->row0 + n0 + c) / AFD_FP8_BLOCK) * w->scale_ld;
         int64_t kcol0 = w->col0 + k0;
-        if (kcol0 % VL != 0) { /* unaligned view: element by element (same values) */
-            for (int k = 0; k < kn; k++)
-                d[k] = afd_e4m3_to_f32(row[k]) * srow[(kcol0 + k) / AFD_FP8_BLOCK];
-            for (int k = kn; k < kcp; k++)
-                d[k] = 0.0f;
+        if (kcol0 % (2 * VL) != 0) {
+            pack_e4m3_unaligned(d, kcp, row, srow, kcol0, kn);
             continue;
         }
         for (int k = 0; k < kn;) {
             int64_t blk = (kcol0 + k) / AFD_FP8_BLOCK;
             int end = (int)((blk + 1) * AFD_FP8_BLOCK - kcol0);
             end = end < kn ? end : kn;
-            cvt_row(SRC_E4M3, d + k, row + k, end - k, srow[blk]);
+            pack_pairs(d + k, SRC_E4M3, row + k, end - k, srow[blk]);
             k = end;
         }
     }
@@ -255,61 +391,97 @@ static void mm_zero(float *y, int B, int N, int n0, int n1) {
             y[(size_t)b * N + n] = 0.0f;
 }
 
-/* Raw weights (no copy) when the rows of x are few (1..4: each weight vector is used R times
- * straight from memory, streaming at DRAM speed); otherwise K blocks of weights converted once
- * into a packed fp32 panel and reused by every group of 4 rows. Same bits either way. */
+/* Where the micro-kernels of one pass read x and W. */
+typedef struct mm_pass {
+    const afd_tensor *w;
+    int src, K, n0, np;
+    bool raw;
+    const float *x; /* first row of the pass: natural user rows, or the pair buffer */
+    size_t ldx;
+    const float *pack;
+    int kcp;
+    const float *const *srow;
+} mm_pass;
+
+/* Every micro-kernel call of one K block [k0, k0+kn) for rb rows. */
+static void mm_block(const mm_pass *p, float *acc, int rb, int k0, int kn) {
+    const size_t es = src_size(p->src);
+    const bool pair = src_pair(p->src);
+    for (int r = 0; r < rb; r += 4) {
+        const int R = rb - r < 4 ? rb - r : 4;
+        for (int c = 0; c < p->np;) {
+            const int C = p->np - c >= 4 ? 4 : 1;
+            mm_blk m = {
+                .x = p->x + (size_t)r * p->ldx + (pair || p->raw ? 0 : k0),
+                .ldx = p->ldx,
+                .kcol0 = p->w->col0 + k0,
+                .kn = p->raw || !pair ? kn : p->kcp,
+                .acc = acc + ((size_t)r * CPU_MM_NP + c) * VL,
+                .ldacc = (size_t)CPU_MM_NP * VL,
+                .init = k0 == 0,
+            };
+            if (p->raw) {
+                m.w = (const uint8_t *)p->w->data + ((size_t)(p->n0 + c) * p->w->ld + k0) * es;
+                m.ldw = (size_t)p->w->ld * es;
+                m.pf = MM_PF;
+                for (int i = 0; i < C; i++)
+                    m.srow[i] = p->srow[c + i];
+            } else {
+                m.w = (const uint8_t *)(p->pack + (size_t)c * p->kcp);
+                m.ldw = (size_t)p->kcp * sizeof(float);
+            }
+            mm_fns[p->raw ? p->src : SRC_F32][R - 1][C == 4](&m);
+            c += C;
+        }
+    }
+}
+
+/* Raw weights (no copy) when the rows of x are few: each weight vector is converted in the
+ * micro-kernel and used by up to 4 rows straight from memory, streaming at DRAM speed.
+ * Otherwise K blocks of weights are converted once into a packed fp32 panel reused by every
+ * group of 4 rows. Same bits either way (tested). */
 static void matmul_cols(float *y, const float *x, int B, const afd_tensor *w, int n0, int n1,
                         void *scratch) {
-    const int K = (int)w->cols, N = (int)w->rows, np = n1 - n0, src = src_of(w->dtype);
-    const size_t es = src_size(src);
+    const int K = (int)w->cols, N = (int)w->rows, src = src_of(w->dtype), ch = chunk_of(src);
+    const bool pair = src_pair(src);
     if (K == 0) {
         mm_zero(y, B, N, n0, n1);
         return;
     }
-    float *acc = scratch;
-    float *pack = acc + (size_t)MM_RB * CPU_MM_NP * VL;
-    const float *srow[CPU_MM_NP + 3] = {0};
+    float *acc = scratch, *pack = acc + MM_ACC_FLOATS, *xb = pack + MM_PACK_FLOATS;
+    const float *srow[CPU_MM_NP] = {0};
     if (src == SRC_E4M3)
-        for (int c = 0; c < np; c++)
+        for (int c = 0; c < n1 - n0; c++)
             srow[c] = w->scale + ((w->row0 + n0 + c) / AFD_FP8_BLOCK) * w->scale_ld;
-    const bool aligned = src != SRC_E4M3 || w->col0 % VL == 0;
+    const bool aligned = src != SRC_E4M3 || w->col0 % ch == 0;
+    const int Kp = round_to(K, ch);
+    mm_pass p = {.w = w, .src = src, .K = K, .n0 = n0, .np = n1 - n0, .pack = pack,
+                 .srow = srow};
     for (int b0 = 0; b0 < B; b0 += MM_RB) {
         const int rb = B - b0 < MM_RB ? B - b0 : MM_RB;
-        const bool raw = rb <= 4 && aligned;
-        const int kc = raw ? K : MM_KC;
+        p.raw = rb <= MM_RAW_MAX && aligned && (size_t)rb * Kp <= MM_XB_FLOATS;
+        const int kc = p.raw ? K : MM_KC;
+        if (p.raw && pair)
+            for (int r = 0; r < rb; r++)
+                x_pairs(xb + (size_t)r * Kp, x + (size_t)(b0 + r) * K, K);
+        p.x = p.raw && pair ? xb : x + (size_t)b0 * K;
+        p.ldx = p.raw && pair ? (size_t)Kp : (size_t)K;
         for (int k0 = 0; k0 < K; k0 += kc) {
-            const int kn = K - k0 < kc ? K - k0 : kc, kcp = round_vl(kn);
-            if (!raw)
-                mm_pack(pack, kcp, w, src, n0, np, k0, kn);
-            for (int r = 0; r < rb; r += 4) {
-                const int R = rb - r < 4 ? rb - r : 4;
-                for (int c = 0; c < np;) {
-                    const int C = np - c >= 4 ? 4 : 1;
-                    mm_blk m = {
-                        .x = x + (size_t)(b0 + r) * K + k0,
-                        .ldx = (size_t)K,
-                        .kcol0 = w->col0 + k0,
-                        .kn = kn,
-                        .acc = acc + ((size_t)r * CPU_MM_NP + c) * VL,
-                        .ldacc = (size_t)CPU_MM_NP * VL,
-                        .init = k0 == 0,
-                    };
-                    if (raw) {
-                        m.w = (const uint8_t *)w->data + ((size_t)(n0 + c) * w->ld + k0) * es;
-                        m.ldw = (size_t)w->ld * es;
-                        for (int i = 0; i < C; i++)
-                            m.srow[i] = srow[c + i];
-                    } else {
-                        m.w = (const uint8_t *)(pack + (size_t)c * kcp);
-                        m.ldw = (size_t)kcp * sizeof(float);
-                    }
-                    mm_fns[raw ? src : SRC_F32][R - 1][C == 4](&m);
-                    c += C;
+            const int kn = K - k0 < kc ? K - k0 : kc;
+            if (!p.raw) {
+                p.kcp = round_to(kn, ch);
+                mm_pack(pack, p.kcp, w, src, n0, p.np, k0, kn);
+                if (pair) {
+                    for (int r = 0; r < rb; r++)
+                        x_pairs(xb + (size_t)r * p.kcp, x + (size_t)(b0 + r) * K + k0, kn);
+                    p.x = xb;
+                    p.ldx = (size_t)p.kcp;
                 }
             }
+            mm_block(&p, acc, rb, k0, kn);
         }
         for (int r = 0; r < rb; r++)
-            for (int c = 0; c < np; c++)
+            for (int c = 0; c < p.np; c++)
                 y[(size_t)(b0 + r) * N + n0 + c] =
                     v_hsum(v_load(acc + ((size_t)r * CPU_MM_NP + c) * VL));
     }
