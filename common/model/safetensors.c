@@ -31,18 +31,17 @@ static const struct {
     afd_dtype dt;
     unsigned size;
 } st_dtypes[] = {
-    {"F32", AFD_DT_F32, 4},   {"BF16", AFD_DT_BF16, 2},       {"F16", AFD_DT_F16, 2},
-    {"F8_E4M3", AFD_DT_F8_E4M3, 1}, {"I32", AFD_DT_I32, 4}, {"I64", AFD_DT_I64, 8},
-    {"U8", AFD_DT_U8, 1},     {"F64", AFD_DT_INVALID, 8},     {"I8", AFD_DT_INVALID, 1},
-    {"I16", AFD_DT_INVALID, 2}, {"U16", AFD_DT_INVALID, 2},   {"U32", AFD_DT_INVALID, 4},
-    {"U64", AFD_DT_INVALID, 8}, {"BOOL", AFD_DT_INVALID, 1},  {"F8_E5M2", AFD_DT_INVALID, 1},
+    {"F32", AFD_DT_F32, 4},         {"BF16", AFD_DT_BF16, 2},    {"F16", AFD_DT_F16, 2},
+    {"F8_E4M3", AFD_DT_F8_E4M3, 1}, {"I32", AFD_DT_I32, 4},      {"I64", AFD_DT_I64, 8},
+    {"U8", AFD_DT_U8, 1},           {"F64", AFD_DT_INVALID, 8},  {"I8", AFD_DT_INVALID, 1},
+    {"I16", AFD_DT_INVALID, 2},     {"U16", AFD_DT_INVALID, 2},  {"U32", AFD_DT_INVALID, 4},
+    {"U64", AFD_DT_INVALID, 8},     {"BOOL", AFD_DT_INVALID, 1}, {"F8_E5M2", AFD_DT_INVALID, 1},
     {"F8_E8M0", AFD_DT_INVALID, 1},
 };
 
 static int st_dtype_find(const char *s) {
     for (size_t i = 0; i < sizeof st_dtypes / sizeof st_dtypes[0]; i++)
-        if (strcmp(st_dtypes[i].name, s) == 0)
-            return (int)i;
+        if (strcmp(st_dtypes[i].name, s) == 0) return (int)i;
     return -1;
 }
 
@@ -81,21 +80,17 @@ static int header_len(const uint8_t *buf, uint64_t len, const char *what, uint64
  * after the key is read). Best effort, for the message only. */
 static void dup_key_name(const char *text, size_t len, size_t pos, char *out, size_t cap) {
     out[0] = '\0';
-    if (pos > len)
-        pos = len;
+    if (pos > len) pos = len;
     size_t end = pos;
     while (end > 0 && text[end - 1] != '"')
         end--;
-    if (end == 0)
-        return;
+    if (end == 0) return;
     size_t start = end - 1;
     while (start > 0 && !(text[start - 1] == '"' && (start < 2 || text[start - 2] != '\\')))
         start--;
-    if (start == 0)
-        return;
+    if (start == 0) return;
     size_t n = end - 1 - start;
-    if (n >= cap)
-        n = cap - 1;
+    if (n >= cap) n = cap - 1;
     memcpy(out, text + start, n);
     out[n] = '\0';
 }
@@ -108,8 +103,8 @@ static int parse_json_error(const uint8_t *text, uint64_t hlen, const char *what
         return afd_errf(err, AFD_E_FORMAT, "%s: tensor %s: duplicate name in the header", what,
                         name[0] ? name : "?");
     }
-    return afd_errf(err, AFD_E_FORMAT, "%s: header JSON: %s (line %d, column %d)", what,
-                    je->text, je->line, je->column);
+    return afd_errf(err, AFD_E_FORMAT, "%s: header JSON: %s (line %d, column %d)", what, je->text,
+                    je->line, je->column);
 }
 
 static int check_metadata(json_t *v, const char *what, afd_err *err) {
@@ -119,14 +114,14 @@ static int check_metadata(json_t *v, const char *what, afd_err *err) {
         return afd_errf(err, AFD_E_FORMAT, "%s: __metadata__: not an object of strings", what);
     json_object_foreach(v, k, s) {
         if (!json_is_string(s))
-            return afd_errf(err, AFD_E_FORMAT, "%s: __metadata__: value of \"%.100s\" is not a string",
-                            what, k);
+            return afd_errf(err, AFD_E_FORMAT,
+                            "%s: __metadata__: value of \"%.100s\" is not a string", what, k);
     }
     return 0;
 }
 
-static int parse_shape(json_t *v, const char *what, const char *name, st_tensor *t,
-                       uint64_t *numel, afd_err *err) {
+static int parse_shape(json_t *v, const char *what, const char *name, st_tensor *t, uint64_t *numel,
+                       afd_err *err) {
     if (!json_is_array(v))
         return afd_errf(err, AFD_E_FORMAT, "%s: tensor %s: shape is missing or not an array", what,
                         name);
@@ -161,8 +156,8 @@ static int parse_offsets(json_t *v, const char *what, const char *name, uint64_t
     json_t *jb = json_array_get(v, 0), *je = json_array_get(v, 1);
     if (!json_is_integer(jb) || !json_is_integer(je) || json_integer_value(jb) < 0 ||
         json_integer_value(je) < 0)
-        return afd_errf(err, AFD_E_FORMAT,
-                        "%s: tensor %s: data_offsets must be two integers >= 0", what, name);
+        return afd_errf(err, AFD_E_FORMAT, "%s: tensor %s: data_offsets must be two integers >= 0",
+                        what, name);
     *b = (uint64_t)json_integer_value(jb);
     *e = (uint64_t)json_integer_value(je);
     return 0;
@@ -185,10 +180,8 @@ static int parse_entry(json_t *v, const char *what, const char *name, const uint
     t->dtype_name = st_dtypes[di].name;
     uint64_t numel = 0, b = 0, e = 0;
     int rc = parse_shape(json_object_get(v, "shape"), what, name, t, &numel, err);
-    if (rc == 0)
-        rc = parse_offsets(json_object_get(v, "data_offsets"), what, name, &b, &e, err);
-    if (rc)
-        return rc;
+    if (rc == 0) rc = parse_offsets(json_object_get(v, "data_offsets"), what, name, &b, &e, err);
+    if (rc) return rc;
     if (__builtin_mul_overflow(numel, (uint64_t)st_dtypes[di].size, &t->nbytes))
         return afd_errf(err, AFD_E_FORMAT, "%s: tensor %s: byte size overflows 64 bits", what,
                         name);
@@ -218,19 +211,16 @@ typedef struct span {
 
 static int span_cmp(const void *pa, const void *pb) {
     const span *a = pa, *b = pb;
-    if (a->b != b->b)
-        return a->b < b->b ? -1 : 1;
+    if (a->b != b->b) return a->b < b->b ? -1 : 1;
     return a->e < b->e ? -1 : a->e > b->e;
 }
 
 /* No two non-empty tensors may share a byte. */
 static int check_overlaps(const st_tensor *t, int n, const uint8_t *data, const char *what,
                           afd_err *err) {
-    if (n < 2)
-        return 0;
+    if (n < 2) return 0;
     span *s = afd_try_alloc((size_t)n * sizeof *s);
-    if (!s)
-        return afd_errf(err, -ENOMEM, "%s: no memory for %d tensors", what, n);
+    if (!s) return afd_errf(err, -ENOMEM, "%s: no memory for %d tensors", what, n);
     int m = 0;
     for (int i = 0; i < n; i++)
         if (t[i].nbytes > 0) {
@@ -257,16 +247,14 @@ static int parse_entries(json_t *root, const char *what, const uint8_t *data, ui
     json_object_foreach(root, key, v) {
         if (strcmp(key, "__metadata__") == 0) {
             int rc = check_metadata(v, what, err);
-            if (rc)
-                return rc;
+            if (rc) return rc;
             continue;
         }
         char shown[208]; /* names in messages are cut at 200 bytes */
         snprintf(shown, sizeof shown, "%.200s", key);
         st_tensor *cur = &t[*n];
         int rc = parse_entry(v, what, shown, data, dsize, cur, err);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         cur->name = xstrdup(key);
         (*n)++;
     }
@@ -279,12 +267,10 @@ int st_parse(const uint8_t *buf, uint64_t len, const char *what, st_tensor **out
     *out = NULL;
     *n = 0;
     int rc = header_len(buf, len, what, &hlen, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     json_error_t je;
     json_t *root = json_loadb((const char *)buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
-    if (!root)
-        return parse_json_error(buf + 8, hlen, what, &je, err);
+    if (!root) return parse_json_error(buf + 8, hlen, what, &je, err);
     if (!json_is_object(root)) {
         json_decref(root);
         return afd_errf(err, AFD_E_FORMAT, "%s: header JSON is not an object", what);
@@ -308,8 +294,7 @@ int st_parse(const uint8_t *buf, uint64_t len, const char *what, st_tensor **out
 }
 
 void st_tensors_free(st_tensor *t, int n) {
-    if (!t)
-        return;
+    if (!t) return;
     for (int i = 0; i < n; i++)
         free((char *)t[i].name);
     free(t);
@@ -386,8 +371,7 @@ static int file_open(st_file *f, char *path, afd_err *err) {
 
 static void file_close(st_file *f) {
     st_tensors_free(f->t, f->n);
-    if (f->map)
-        munmap(f->map, (size_t)f->len);
+    if (f->map) munmap(f->map, (size_t)f->len);
     free(f->path);
 }
 
@@ -400,8 +384,7 @@ static st_file *set_add_file(st_set *s) {
 static int set_open_file(st_set *s, char *path, afd_err *err) {
     st_file *f = set_add_file(s);
     int rc = file_open(f, path, err);
-    if (rc)
-        file_close(f), s->n_files--;
+    if (rc) file_close(f), s->n_files--;
     return rc;
 }
 
@@ -421,8 +404,9 @@ static int set_build_table(st_set *s, afd_err *err) {
             size_t h = (size_t)name_hash(t->name) & s->mask;
             for (; s->table[h]; h = (h + 1) & s->mask)
                 if (strcmp(s->table[h]->name, t->name) == 0)
-                    return afd_errf(err, AFD_E_FORMAT, "%s: tensor %.200s is in two shards: %s and %s",
-                                    s->path, t->name, s->table[h]->file, t->file);
+                    return afd_errf(err, AFD_E_FORMAT,
+                                    "%s: tensor %.200s is in two shards: %s and %s", s->path,
+                                    t->name, s->table[h]->file, t->file);
             s->table[h] = t;
             s->all[s->n_all++] = t;
         }
@@ -430,25 +414,26 @@ static int set_build_table(st_set *s, afd_err *err) {
 }
 
 const st_tensor *st_set_find(const st_set *s, const char *name) {
-    if (!s || !s->table)
-        return NULL;
+    if (!s || !s->table) return NULL;
     for (size_t h = (size_t)name_hash(name) & s->mask; s->table[h]; h = (h + 1) & s->mask)
-        if (strcmp(s->table[h]->name, name) == 0)
-            return s->table[h];
+        if (strcmp(s->table[h]->name, name) == 0) return s->table[h];
     return NULL;
 }
 
-int st_set_count(const st_set *s) { return s ? s->n_all : 0; }
+int st_set_count(const st_set *s) {
+    return s ? s->n_all : 0;
+}
 
 const st_tensor *st_set_at(const st_set *s, int i) {
     return s && i >= 0 && i < s->n_all ? s->all[i] : NULL;
 }
 
-const char *st_set_path(const st_set *s) { return s ? s->path : NULL; }
+const char *st_set_path(const st_set *s) {
+    return s ? s->path : NULL;
+}
 
 void st_set_free(st_set *s) {
-    if (!s)
-        return;
+    if (!s) return;
     for (int i = 0; i < s->n_files; i++)
         file_close(&s->files[i]);
     free(s->files);
@@ -463,8 +448,7 @@ void st_set_free(st_set *s) {
 static int read_small_file(const char *path, uint64_t limit, char **out, size_t *len,
                            afd_err *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return afd_errf(err, -errno, "%s: %s", path, strerror(errno));
+    if (fd < 0) return afd_errf(err, -errno, "%s: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size > limit) {
         close(fd);
@@ -514,14 +498,13 @@ static int index_open_shards(st_set *s, const char *dir, const char *ipath, json
             continue;
         }
         if (!is_regular(path)) {
-            afd_errf(err, AFD_E_NOTFOUND, "%s: shard %s (holding tensor %.200s) is missing",
-                     ipath, file, name);
+            afd_errf(err, AFD_E_NOTFOUND, "%s: shard %s (holding tensor %.200s) is missing", ipath,
+                     file, name);
             free(path);
             return AFD_E_NOTFOUND;
         }
         int rc = set_open_file(s, path, err);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return 0;
 }
@@ -542,8 +525,7 @@ static int index_check(const st_set *s, const char *dir, const char *ipath, json
             rc = afd_errf(err, AFD_E_FORMAT, "%s: tensor %.200s: listed in %s but found in %s",
                           ipath, name, json_string_value(v), t->file);
         free(want);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return 0;
 }
@@ -552,23 +534,19 @@ static int open_index(st_set *s, const char *dir, const char *ipath, afd_err *er
     char *text = NULL;
     size_t len = 0;
     int rc = read_small_file(ipath, ST_MAX_INDEX, &text, &len, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     json_error_t je;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     free(text);
     if (!root)
-        return afd_errf(err, AFD_E_FORMAT, "%s: line %d, column %d: %s", ipath, je.line,
-                        je.column, je.text);
+        return afd_errf(err, AFD_E_FORMAT, "%s: line %d, column %d: %s", ipath, je.line, je.column,
+                        je.text);
     json_t *map = json_object_get(root, "weight_map");
     if (!json_is_object(map))
         rc = afd_errf(err, AFD_E_FORMAT, "%s: key weight_map: missing or not an object", ipath);
-    if (rc == 0)
-        rc = index_open_shards(s, dir, ipath, map, err);
-    if (rc == 0)
-        rc = set_build_table(s, err);
-    if (rc == 0)
-        rc = index_check(s, dir, ipath, map, err);
+    if (rc == 0) rc = index_open_shards(s, dir, ipath, map, err);
+    if (rc == 0) rc = set_build_table(s, err);
+    if (rc == 0) rc = index_check(s, dir, ipath, map, err);
     json_decref(root);
     return rc;
 }
@@ -597,16 +575,14 @@ static int open_glob(st_set *s, const char *dir, afd_err *err) {
             names[n++] = xstrdup(de->d_name);
         }
     closedir(d);
-    if (n > 1)
-        qsort(names, n, sizeof *names, cmp_str);
+    if (n > 1) qsort(names, n, sizeof *names, cmp_str);
     int rc = n ? 0
                : afd_errf(err, AFD_E_NOTFOUND,
                           "%s: no model.safetensors, model.safetensors.index.json or "
                           "*.safetensors file",
                           dir);
     for (size_t i = 0; i < n; i++) {
-        if (rc == 0)
-            rc = set_open_file(s, path_join(dir, names[i]), err);
+        if (rc == 0) rc = set_open_file(s, path_join(dir, names[i]), err);
         free(names[i]);
     }
     free(names);
@@ -633,8 +609,7 @@ int st_set_open(const char *dir, st_set **out, afd_err *err) {
     int rc;
     if (is_regular(dir)) {
         rc = set_open_file(s, xstrdup(dir), err);
-        if (rc == 0)
-            rc = set_build_table(s, err);
+        if (rc == 0) rc = set_build_table(s, err);
     } else {
         rc = set_open_dir(s, dir, err);
     }
@@ -666,12 +641,13 @@ struct st_writer {
     bool failed;
 };
 
-st_writer *st_writer_new(void) { return xcalloc(1, sizeof(st_writer)); }
+st_writer *st_writer_new(void) {
+    return xcalloc(1, sizeof(st_writer));
+}
 
 static bool writer_has(const st_writer *w, const char *name) {
     for (int i = 0; i < w->n; i++)
-        if (strcmp(w->t[i].name, name) == 0)
-            return true;
+        if (strcmp(w->t[i].name, name) == 0) return true;
     return false;
 }
 
@@ -683,8 +659,7 @@ int st_writer_add(st_writer *w, const char *name, afd_dtype dt, int ndim, const 
     for (int i = 0; i < ndim; i++)
         if (shape[i] < 0 || __builtin_mul_overflow(nbytes, (uint64_t)shape[i], &nbytes))
             return -EINVAL;
-    if (nbytes > (uint64_t)INT64_MAX || writer_has(w, name))
-        return -EINVAL;
+    if (nbytes > (uint64_t)INT64_MAX || writer_has(w, name)) return -EINVAL;
     if (w->n == w->cap) {
         w->cap = w->cap ? w->cap * 2 : 64;
         w->t = xrealloc(w->t, (size_t)w->cap * sizeof *w->t);
@@ -717,8 +692,7 @@ static json_t *writer_metadata(const char *metadata_json, const char *path, afd_
 /* The header JSON: __metadata__ first, then the tensors with packed offsets. */
 static char *writer_header(const st_writer *w, json_t *meta, afd_err *err) {
     json_t *root = json_object();
-    if (meta)
-        json_object_set_new(root, "__metadata__", meta);
+    if (meta) json_object_set_new(root, "__metadata__", meta);
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
         const st_wtensor *t = &w->t[i];
@@ -739,8 +713,7 @@ static char *writer_header(const st_writer *w, json_t *meta, afd_err *err) {
     }
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
-    if (!text)
-        afd_errf(err, -ENOMEM, "%s: cannot format the header", w->path);
+    if (!text) afd_errf(err, -ENOMEM, "%s: cannot format the header", w->path);
     return text;
 }
 
@@ -759,10 +732,8 @@ static int writer_header_out(st_writer *w, const char *text, afd_err *err) {
         lenbuf[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     static const char spaces[8] = "        ";
     int rc = writer_put(w, lenbuf, 8, err);
-    if (rc == 0)
-        rc = writer_put(w, text, len, err);
-    if (rc == 0)
-        rc = writer_put(w, spaces, padded - len, err);
+    if (rc == 0) rc = writer_put(w, text, len, err);
+    if (rc == 0) rc = writer_put(w, spaces, padded - len, err);
     return rc;
 }
 
@@ -788,8 +759,7 @@ int st_writer_begin(st_writer *w, const char *path, const char *metadata_json, a
     if (metadata_json && !(meta = writer_metadata(metadata_json, path, err)))
         return writer_fail(w, err, -EINVAL);
     char *text = writer_header(w, meta, err);
-    if (!text)
-        return writer_fail(w, err, -ENOMEM);
+    if (!text) return writer_fail(w, err, -ENOMEM);
     size_t n = strlen(path);
     w->tmp = xmalloc(n + 5);
     memcpy(w->tmp, path, n);
@@ -814,10 +784,8 @@ int st_writer_begin(st_writer *w, const char *path, const char *metadata_json, a
 int st_writer_data(st_writer *w, const void *data, uint64_t nbytes, afd_err *err) {
     if (!w || !w->f || w->failed)
         return afd_errf(err, AFD_E_STATE, "st_writer_data: writer not begun or already failed");
-    if (nbytes == 0)
-        return 0;
-    if (!data)
-        return afd_errf(err, -EINVAL, "%s: st_writer_data: NULL data", w->path);
+    if (nbytes == 0) return 0;
+    if (!data) return afd_errf(err, -EINVAL, "%s: st_writer_data: NULL data", w->path);
     if (w->cur >= w->n) {
         w->failed = true;
         return afd_errf(err, AFD_E_LIMIT, "%s: %llu bytes of data after the last tensor", w->path,
@@ -826,15 +794,13 @@ int st_writer_data(st_writer *w, const void *data, uint64_t nbytes, afd_err *err
     const st_wtensor *t = &w->t[w->cur];
     if (nbytes > t->nbytes - w->cur_done) {
         w->failed = true;
-        return afd_errf(err, AFD_E_LIMIT,
-                        "%s: tensor %s: %llu bytes given, only %llu of its %llu remain", w->path,
-                        t->name, (unsigned long long)nbytes,
-                        (unsigned long long)(t->nbytes - w->cur_done),
-                        (unsigned long long)t->nbytes);
+        return afd_errf(
+            err, AFD_E_LIMIT, "%s: tensor %s: %llu bytes given, only %llu of its %llu remain",
+            w->path, t->name, (unsigned long long)nbytes,
+            (unsigned long long)(t->nbytes - w->cur_done), (unsigned long long)t->nbytes);
     }
     int rc = writer_put(w, data, (size_t)nbytes, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     w->cur_done += nbytes;
     writer_advance(w);
     return 0;
@@ -850,8 +816,7 @@ static int writer_close(st_writer *w, afd_err *err) {
                         (unsigned long long)w->t[w->cur].nbytes);
     FILE *f = w->f;
     w->f = NULL;
-    if (fclose(f) != 0)
-        return afd_errf(err, -EIO, "%s: close: %s", w->tmp, strerror(errno));
+    if (fclose(f) != 0) return afd_errf(err, -EIO, "%s: close: %s", w->tmp, strerror(errno));
     if (rename(w->tmp, w->path) != 0)
         return afd_errf(err, -errno, "%s: rename to %s: %s", w->tmp, w->path, strerror(errno));
     free(w->tmp);
@@ -860,20 +825,16 @@ static int writer_close(st_writer *w, afd_err *err) {
 }
 
 int st_writer_finish(st_writer *w, afd_err *err) {
-    if (!w)
-        return afd_errf(err, AFD_E_STATE, "st_writer_finish: no writer");
+    if (!w) return afd_errf(err, AFD_E_STATE, "st_writer_finish: no writer");
     int rc = writer_close(w, err);
     st_writer_free(w);
     return rc;
 }
 
 void st_writer_free(st_writer *w) {
-    if (!w)
-        return;
-    if (w->f)
-        fclose(w->f);
-    if (w->tmp)
-        unlink(w->tmp);
+    if (!w) return;
+    if (w->f) fclose(w->f);
+    if (w->tmp) unlink(w->tmp);
     for (int i = 0; i < w->n; i++)
         free(w->t[i].name);
     free(w->t);

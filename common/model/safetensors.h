@@ -1,8 +1,8 @@
 /* safetensors.h: read (mmap) and write safetensors files, single or sharded (docs/checkpoint.md).
  *
  * Format: u64 little-endian header length N, then N bytes of JSON
- *   {"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__": {..}}
- * then the data section; offsets are relative to its start.
+ *   {"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__":
+ * {..}} then the data section; offsets are relative to its start.
  *
  * Reading validates everything before any pointer arithmetic, in 64-bit: 2 <= N <= ST_MAX_HEADER
  * and N <= file size - 8; the JSON is one object without duplicate keys; each entry has a known
@@ -34,18 +34,18 @@
 #include "common/base/err.h"
 #include "common/model/tensor.h"
 
-#define ST_MAX_DIMS 8
+#define ST_MAX_DIMS   8
 #define ST_MAX_HEADER (100u << 20) /* 100 MiB of header JSON */
 
 typedef struct st_tensor {
     const char *name;
-    afd_dtype dtype;       /* AFD_DT_INVALID for a valid safetensors dtype afd does not compute
-                            * with (F64, I8, BOOL, F8_E5M2, ...): parsed and checked, not usable */
+    afd_dtype dtype; /* AFD_DT_INVALID for a valid safetensors dtype afd does not compute
+                      * with (F64, I8, BOOL, F8_E5M2, ...): parsed and checked, not usable */
     int ndim;
     int64_t shape[ST_MAX_DIMS];
     const void *data; /* inside the mmap */
     uint64_t nbytes;
-    const char *file; /* path of the shard holding it (NULL from st_parse) */
+    const char *file;       /* path of the shard holding it (NULL from st_parse) */
     const char *dtype_name; /* the dtype as the file spells it ("BF16"), for messages */
 } st_tensor;
 

@@ -19,7 +19,9 @@ static inline int ck_rm_one(const char *path, const struct stat *sb, int flag, s
     return remove(path);
 }
 
-static inline void ck_rm_rf(const char *dir) { nftw(dir, ck_rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+static inline void ck_rm_rf(const char *dir) {
+    nftw(dir, ck_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 /* A fresh directory; path written to buf (>= 64 bytes). */
 static inline void ck_tmpdir(char *buf, size_t cap) {

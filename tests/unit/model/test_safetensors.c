@@ -220,8 +220,8 @@ Test(safetensors, bad_entries) {
                    AFD_E_FORMAT, "tensor w: shape[0] is not an integer");
     expect_bad_hdr("{\"w\":{\"dtype\":\"U8\",\"shape\":[1.5],\"data_offsets\":[0,1]}}", 1,
                    AFD_E_FORMAT, "tensor w: shape[0] is not an integer");
-    expect_bad_hdr("{\"w\":{\"dtype\":\"U8\",\"shape\":7,\"data_offsets\":[0,1]}}", 1,
-                   AFD_E_FORMAT, "tensor w: shape is missing or not an array");
+    expect_bad_hdr("{\"w\":{\"dtype\":\"U8\",\"shape\":7,\"data_offsets\":[0,1]}}", 1, AFD_E_FORMAT,
+                   "tensor w: shape is missing or not an array");
     expect_bad_hdr("{\"w\":{\"dtype\":\"U8\",\"shape\":[2,-1],\"data_offsets\":[0,1]}}", 1,
                    AFD_E_FORMAT, "tensor w: shape[1] = -1 is negative");
     expect_bad_hdr("{\"w\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],"
@@ -242,11 +242,12 @@ Test(safetensors, bad_entries) {
                    AFD_E_FORMAT, "tensor w: data_offsets [3, 2]: end < begin");
     expect_bad_hdr("{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[-1,0]}}", 4,
                    AFD_E_FORMAT, "tensor w: data_offsets must be two integers >= 0");
-    expect_bad_hdr("{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0]}}", 4,
-                   AFD_E_FORMAT, "tensor w: data_offsets is missing");
+    expect_bad_hdr("{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0]}}", 4, AFD_E_FORMAT,
+                   "tensor w: data_offsets is missing");
     expect_bad_hdr("{\"w\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[0,4]}}", 8,
-                   AFD_E_FORMAT, "tensor w: data_offsets span 4 bytes but BF16 of 3 elements "
-                                 "needs 6");
+                   AFD_E_FORMAT,
+                   "tensor w: data_offsets span 4 bytes but BF16 of 3 elements "
+                   "needs 6");
 }
 
 Test(safetensors, header_json_error_names_file_only) {
@@ -284,8 +285,7 @@ Test(safetensors, accepts_gaps_empty_tensors_and_other_dtypes) {
             cr_assert_str_eq(t[i].dtype_name, "F64");
             cr_assert_eq((const uint8_t *)t[i].data, b + 8 + strlen(hdr) + 8);
         }
-        if (strcmp(t[i].name, "e") == 0)
-            cr_assert_eq(t[i].nbytes, 0u);
+        if (strcmp(t[i].name, "e") == 0) cr_assert_eq(t[i].nbytes, 0u);
     }
     st_tensors_free(t, n);
     free(b);
@@ -409,9 +409,9 @@ Test(safetensors, many_tensors_hash_lookup) {
         cr_assert_eq(st_writer_add(w, name, AFD_DT_U8, 1, sh), 0);
     }
     afd_err err = {0};
-    cr_assert_eq(st_writer_begin(w, ck_path(path, sizeof path, dir, "model.safetensors"), NULL,
-                                 &err),
-                 0, "%s", err.msg);
+    cr_assert_eq(
+        st_writer_begin(w, ck_path(path, sizeof path, dir, "model.safetensors"), NULL, &err), 0,
+        "%s", err.msg);
     for (int i = 0; i < 1500; i++) {
         uint8_t v = (uint8_t)i;
         cr_assert_eq(st_writer_data(w, &v, 1, &err), 0, "%s", err.msg);
