@@ -70,6 +70,13 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/obj/%_avx512.o: EXTRA_CFLAGS = $(AVX512_FLAGS)
 $(BUILD)/obj/%_amx.o: EXTRA_CFLAGS = $(AMX_FLAGS)
 
+# The numfmt/CUDA bit-identity test compiles cuda_fp8.h's host conversions (plain C) when the
+# headers exist; otherwise the test binary holds one skipped test.
+CUDA_INC ?= /usr/local/cuda/include
+ifneq ($(wildcard $(CUDA_INC)/cuda_fp8.h),)
+$(BUILD)/obj/tests/unit/base/test_numfmt_cuda.o: EXTRA_CFLAGS = -DAFD_HAVE_CUDA_HEADERS -isystem $(CUDA_INC)
+endif
+
 $(LIBCOMMON): $(COMMON_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@
