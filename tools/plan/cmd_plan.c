@@ -74,10 +74,7 @@ static int pl_option(int c, pl_opts *o) {
             return 2;
         o->s.context = (double)v;
         return -1;
-    case 's':
-        if (pl_int("--stages", &o->s.stages, 3, 4) > 0)
-            return 2;
-        return -1;
+    case 's': return pl_int("--stages", &o->s.stages, 3, 4);
     case 'o': return pl_objective(o);
     case 'A': return pl_int("--max-attn", &o->s.max_attn, 1, 4096);
     case 'F': return pl_int("--max-ffn", &o->s.max_ffn, 1, 4096);

@@ -7,6 +7,7 @@
 
 typedef struct sp_opts {
     const char *model, *hardware;
+    double tpot_ms;
     plan_net_opts net;
     bool json;
 } sp_opts;
@@ -40,7 +41,7 @@ static int sp_option(int c, sp_opts *o) {
     case 'm': o->model = optarg; return -1;
     case 'w': o->hardware = optarg; return -1;
     case 'j': o->json = true; return -1;
-    case 't': return cli_double("--tpot-ms", optarg, 1e-3, 1e7, &o->net.tpot_s) < 0 ? 2 : -1;
+    case 't': return cli_double("--tpot-ms", optarg, 1e-3, 1e7, &o->tpot_ms) < 0 ? 2 : -1;
     case 's':
         if (cli_long("--stages", optarg, 1, 16, &v) < 0)
             return 2;
@@ -69,14 +70,14 @@ static int sp_parse(int argc, char **argv, sp_opts *o) {
                                        {0, 0, 0, 0}};
     int c, rc;
     plan_net_opts_default(&o->net);
-    o->net.tpot_s *= 1000; /* parsed in ms, converted below */
+    o->tpot_ms = o->net.tpot_s * 1000;
     optind = 0;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1)
         if ((rc = sp_option(c, o)) >= 0)
             return rc;
     if (optind < argc)
         return cli_fail("sparsity: unexpected argument \"%s\"", argv[optind]);
-    o->net.tpot_s /= 1000;
+    o->net.tpot_s = o->tpot_ms / 1000;
     return -1;
 }
 

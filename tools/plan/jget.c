@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/base/alloc.h"
 
 const char *jget_type_name(const json_t *v) {
     switch (json_typeof(v)) {
@@ -40,23 +39,46 @@ json_t *jget_load_buf(const char *buf, size_t len, const char *what, afd_err *er
     return root;
 }
 
-/* Reads at most max_bytes of path into a fresh buffer; 0 or negative with *err set. */
+/* Reads at most max_bytes of path into a fresh buffer (grown as needed, checked allocation:
+ * the size comes from the file); 0 or negative with *err set. */
 static int jget_read_file(const char *path, size_t max_bytes, char **buf, size_t *len,
                           afd_err *err) {
     FILE *f = fopen(path, "rb");
     if (!f)
         return afd_errf(err, -errno, "%s: cannot open: %s", path, strerror(errno));
-    char *b = xmalloc(max_bytes + 1);
-    size_t n = fread(b, 1, max_bytes + 1, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(b);
-        return afd_errf(err, -EIO, "%s: read error", path);
+    size_t cap = 0, n = 0;
+    char *b = NULL;
+    int rc = 0;
+    for (;;) {
+        if (n == cap) {
+            if (cap == max_bytes + 1) { /* read one byte past the limit: too big */
+                rc = afd_errf(err, AFD_E_LIMIT, "%s: larger than the %zu-byte limit", path,
+                              max_bytes);
+                break;
+            }
+            size_t want = cap ? cap * 2 : 65536;
+            want = want < max_bytes + 1 ? want : max_bytes + 1;
+            char *nb = realloc(b, want);
+            if (!nb) {
+                rc = afd_errf(err, -ENOMEM, "%s: out of memory reading %zu bytes", path, want);
+                break;
+            }
+            b = nb;
+            cap = want;
+        }
+        size_t got = fread(b + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
     }
-    if (n > max_bytes) {
+    if (rc == 0 && ferror(f))
+        rc = afd_errf(err, -EIO, "%s: read error: %s", path, strerror(errno));
+    if (rc == 0 && n > max_bytes)
+        rc = afd_errf(err, AFD_E_LIMIT, "%s: larger than the %zu-byte limit", path, max_bytes);
+    fclose(f);
+    if (rc < 0) {
         free(b);
-        return afd_errf(err, AFD_E_LIMIT, "%s: larger than the %zu-byte limit", path, max_bytes);
+        return rc;
     }
     *buf = b;
     *len = n;

@@ -77,8 +77,9 @@ static int model_from_json(const json_t *root, const char *what, plan_model *m, 
     int rc;
     if ((rc = jget_string(cfg, "model_type", JGET_OPTIONAL, &type, what, err)) < 0)
         return rc;
-    if (cfg == root || strcmp(type, "unknown") == 0)
-        (void)jget_string(root, "model_type", JGET_OPTIONAL, &type, what, NULL);
+    if (cfg != root && strcmp(type, "unknown") == 0 &&
+        (rc = jget_string(root, "model_type", JGET_OPTIONAL, &type, what, err)) < 0)
+        return rc;
     memset(m, 0, sizeof(*m));
     snprintf(m->name, sizeof(m->name), "%s", type);
     if ((rc = model_pick_reader(cfg, type, what, &reader, err)) < 0 ||
@@ -100,10 +101,10 @@ int plan_model_parse(const char *json, size_t len, const char *what, plan_model 
 int plan_model_load(const char *path, plan_model *m, afd_err *err) {
     char file[4096];
     struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        snprintf(file, sizeof(file), "%s/config.json", path);
-    else
-        snprintf(file, sizeof(file), "%s", path);
+    bool dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    int n = snprintf(file, sizeof(file), dir ? "%s/config.json" : "%s", path);
+    if (n < 0 || (size_t)n >= sizeof(file))
+        return afd_errf(err, AFD_E_LIMIT, "model path longer than %zu bytes", sizeof(file) - 1);
     json_t *root = jget_load_file(file, PLAN_CONFIG_MAX_BYTES, err);
     if (!root)
         return err ? err->code : AFD_E_FORMAT;

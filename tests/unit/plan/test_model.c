@@ -2,6 +2,8 @@
  * (checked against hand computations), the shipped catalog, and clear errors. */
 #include "tests/unit/plan/plan_test.h"
 
+#include <unistd.h>
+
 TestSuite(plan_model, .timeout = 10);
 
 /* ---- Step-3 (MFA) ---------------------------------------------------------------------- */
@@ -259,4 +261,28 @@ Test(plan_model, unreadable_files_are_named) {
     int rc = plan_model_load("/nonexistent/afd-plan/config.json", &m, &err);
     cr_assert_lt(rc, 0, "rc %d", rc);
     cr_assert(strstr(err.msg, "/nonexistent/afd-plan/config.json") != NULL, "%s", err.msg);
+}
+
+Test(plan_model, file_reads_are_bounded) {
+    char path[4096], tmpl[] = "/tmp/afd-plan-big-XXXXXX";
+    afd_err err = {0};
+    plan_test_path("models/step3/config.json", path, sizeof(path));
+    cr_assert_null(jget_load_file(path, 16, &err), "a 16-byte limit must refuse the file");
+    cr_assert_eq(err.code, AFD_E_LIMIT, "code %d (%s)", err.code, err.msg);
+    cr_assert(strstr(err.msg, "16-byte limit") != NULL, "%s", err.msg);
+    /* a file past the first 64 KiB read, exactly at the limit, is read whole */
+    int fd = mkstemp(tmpl);
+    cr_assert_geq(fd, 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("{\"pad\": \"", f);
+    for (int i = 0; i < 70000 - 11; i++)
+        fputc('x', f);
+    fputs("\"}", f);
+    fclose(f);
+    json_t *j = jget_load_file(tmpl, 70000, &err);
+    cr_assert_not_null(j, "%s", err.msg);
+    cr_assert_eq(strlen(json_string_value(json_object_get(j, "pad"))), 70000 - 11);
+    json_decref(j);
+    cr_assert_null(jget_load_file(tmpl, 69999, &err), "one byte over the limit");
+    unlink(tmpl);
 }
