@@ -44,8 +44,10 @@ typedef struct kb_ctx {
     int threads;
     const char *isa; /* the variant the backend runs */
     uint8_t *arena;
-    double read_gbps, peak_gflops, avx2_gflops, avx512_gflops, amx_gflops;
+    double avx2_gflops, avx512_gflops, amx_gflops; /* amx < 0: not available */
     const char *peak_kind;
+    int n_samples; /* roofline samples framing the measurement groups */
+    double s_gbps[64], s_gflops[64];
 } kb_ctx;
 
 /* ---- timing ---- */
@@ -109,19 +111,13 @@ static int arena_init(kb_ctx *c) {
     return 0;
 }
 
-static void measure_bandwidth(kb_ctx *c) {
-    int passes = c->o.quick ? 3 : 7;
-    double gbps[16];
-    for (int i = 0; i < passes; i++) {
-        arena_job j = {c->arena, ARENA_BYTES, c->threads, {0}};
-            uint64_t t0 = afd_now_ns();
-        tp_run(c->pool, c->threads, read_task, &j);
-        gbps[i] = (double)(ARENA_BYTES / (size_t)c->threads & ~(size_t)127) * c->threads /
-                  (double)(afd_now_ns() - t0);
-    }
-    c->read_gbps = median(gbps, passes);
-    printf("read bandwidth      %7.1f GB/s   (%d threads streaming a %zu MiB buffer, median of "
-           "%d)\n", c->read_gbps, c->threads, ARENA_BYTES >> 20, passes);
+/* One pass over the arena by every thread: GB/s. */
+static double bandwidth_pass(kb_ctx *c) {
+    arena_job j = {c->arena, ARENA_BYTES, c->threads, {0}};
+    uint64_t t0 = afd_now_ns();
+    tp_run(c->pool, c->threads, read_task, &j);
+    return (double)(ARENA_BYTES / (size_t)c->threads & ~(size_t)127) * c->threads /
+           (double)(afd_now_ns() - t0);
 }
 
 typedef struct peak_job {
@@ -138,37 +134,72 @@ static void peak_task(void *arg, int task, int thread) {
     j->sink[task & 63] = r;
 }
 
-/* GFLOP/s of one peak loop on every thread, median of 3. */
-static double measure_peak(kb_ctx *c, int kind) {
+/* GFLOP/s of one run of a peak loop on every thread (about 20-60 ms). */
+static double peak_run(kb_ctx *c, int kind) {
     static const double flop_per_iter[] = {12 * 8 * 2, 16 * 16 * 2, 4 * 16384};
-    int64_t iters = kind == 2 ? 1500000 : 15000000;
-    if (c->o.quick)
-        iters /= 3;
-    double g[3];
-    for (int i = 0; i < 3; i++) {
-        peak_job j = {kind, iters, {0}};
-        uint64_t t0 = afd_now_ns();
-        tp_run(c->pool, c->threads, peak_task, &j);
-        g[i] = flop_per_iter[kind] * (double)iters * c->threads / (double)(afd_now_ns() - t0);
-    }
-    return median(g, 3);
+    int64_t iters = kind == 2 ? 500000 : 5000000;
+    peak_job j = {kind, iters, {0}};
+    uint64_t t0 = afd_now_ns();
+    tp_run(c->pool, c->threads, peak_task, &j);
+    return flop_per_iter[kind] * (double)iters * c->threads / (double)(afd_now_ns() - t0);
 }
 
-static void measure_peaks(kb_ctx *c) {
-    c->avx2_gflops = measure_peak(c, 0);
-    printf("avx2 fp32 fma peak  %7.0f GFLOP/s\n", c->avx2_gflops);
+static double peak_median(kb_ctx *c, int kind) {
+    double g[5];
+    for (int i = 0; i < 5; i++)
+        g[i] = peak_run(c, kind);
+    return median(g, 5);
+}
+
+/* The machine is shared and its speed drifts: every group of measurements is framed by a
+ * roofline sample before and after, and judged against their mean. */
+typedef struct roof {
+    double gbps, gflops;
+} roof;
+
+#define MAX_SAMPLES 64
+
+static roof roof_sample(kb_ctx *c) {
+    double b[2] = {bandwidth_pass(c), bandwidth_pass(c)};
+    roof r = {0.5 * (b[0] + b[1]), peak_run(c, strcmp(c->isa, "avx512") == 0 ? 1 : 0)};
+    if (c->n_samples < MAX_SAMPLES) {
+        c->s_gbps[c->n_samples] = r.gbps;
+        c->s_gflops[c->n_samples++] = r.gflops;
+    }
+    return r;
+}
+
+static roof roof_mean(roof a, roof b) {
+    return (roof){0.5 * (a.gbps + b.gbps), 0.5 * (a.gflops + b.gflops)};
+}
+
+static void measure_roofline(kb_ctx *c) {
+    double g[7];
+    int passes = c->o.quick ? 3 : 7;
+    for (int i = 0; i < passes; i++)
+        g[i] = bandwidth_pass(c);
+    printf("read bandwidth       %7.1f GB/s   (%d threads streaming a %zu MiB buffer, median of "
+           "%d)\n", median(g, passes), c->threads, ARENA_BYTES >> 20, passes);
+    c->avx2_gflops = peak_median(c, 0);
+    printf("avx2 fp32 fma peak   %7.0f GFLOP/s\n", c->avx2_gflops);
     if (cpu_avx512_usable()) {
-        c->avx512_gflops = measure_peak(c, 1);
-        printf("avx512 fp32 fma peak %6.0f GFLOP/s\n", c->avx512_gflops);
+        c->avx512_gflops = peak_median(c, 1);
+        printf("avx512 fp32 fma peak %7.0f GFLOP/s\n", c->avx512_gflops);
     }
     if (cpu_amx_usable()) {
-        c->amx_gflops = measure_peak(c, 2);
-        printf("amx bf16 peak       %7.0f GFLOP/s   (bf16 inputs: not used by the fp32 kernels)\n",
+        c->amx_gflops = peak_median(c, 2);
+        printf("amx bf16 peak        %7.0f GFLOP/s   (bf16 inputs: not used by the fp32 kernels)\n",
                c->amx_gflops);
+    } else {
+        c->amx_gflops = -1;
+        printf("amx bf16 peak            n/a          (no AMX on this CPU, or no permission)\n");
     }
-    bool v512 = strcmp(c->isa, "avx512") == 0;
-    c->peak_gflops = v512 ? c->avx512_gflops : c->avx2_gflops;
-    c->peak_kind = v512 ? "avx512 fp32 fma" : "avx2 fp32 fma";
+    c->peak_kind = strcmp(c->isa, "avx512") == 0 ? "avx512 fp32 fma" : "avx2 fp32 fma";
+}
+
+/* Seconds of the ideal run of `bytes` and `flops` against a roofline. */
+static double ideal_time(roof r, double bytes, double flops) {
+    return fmax(bytes / (r.gbps * 1e9), flops / (r.gflops * 1e9));
 }
 
 /* ---- matmul ---- */
@@ -206,7 +237,7 @@ static double time_matmul(kb_ctx *c, afd_dtype dt, const mm_shape *s, int B, flo
     afd_tensor w = {.dtype = dt, .rows = s->n, .cols = s->k, .ld = s->k, .name = s->name};
     if (dt == AFD_DT_F8_E4M3)
         w.scale = scale, w.scale_ld = (s->k + 127) / 128;
-    double budget = c->o.quick ? 0.12 : 0.5, t[64];
+    double budget = c->o.quick ? 0.1 : 0.5, t[64];
     int min_calls = c->o.quick ? 3 : 5, n = 0;
     w.data = c->arena;
     afd_be_matmul(c->be, y, x, B, &w); /* warm-up */
@@ -220,85 +251,136 @@ static double time_matmul(kb_ctx *c, afd_dtype dt, const mm_shape *s, int B, flo
     return median(t, n);
 }
 
-static void bench_matmul_case(kb_ctx *c, afd_dtype dt, const mm_shape *s, int B, mm_total *tot) {
+static double matmul_case(kb_ctx *c, afd_dtype dt, const mm_shape *s, int B) {
+    size_t ns = (size_t)((s->n + 127) / 128) * ((s->k + 127) / 128);
     float *x = xalloc_aligned((size_t)B * s->k * sizeof(float));
     float *y = xalloc_aligned((size_t)B * s->n * sizeof(float));
-    float *scale = xalloc_aligned((size_t)((s->n + 127) / 128) * ((s->k + 127) / 128) * 4);
+    float *scale = xalloc_aligned(ns * sizeof(float));
     for (size_t i = 0; i < (size_t)B * s->k; i++)
         x[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
-    for (size_t i = 0; i < (size_t)((s->n + 127) / 128) * ((s->k + 127) / 128); i++)
+    for (size_t i = 0; i < ns; i++)
         scale[i] = 1.0f / 64.0f;
     double t = time_matmul(c, dt, s, B, x, y, scale);
-    double wbytes = (double)s->n * s->k * afd_dtype_size(dt);
-    double bytes = wbytes + 4.0 * B * ((double)s->k + s->n), flops = 2.0 * B * s->n * s->k;
-    double ideal = fmax(bytes / (c->read_gbps * 1e9), flops / (c->peak_gflops * 1e9));
-    printf("matmul %-5s %-20s B=%-3d %8.3f ms %7.1f GB/s %7.1f GFLOP/s  %5.1f%% of roofline\n",
-           afd_dtype_name(dt), s->name, B, t * 1e3, wbytes / t * 1e-9, flops / t * 1e-9,
-           100.0 * ideal / t);
-    if (s->step3) {
-        tot->t += t, tot->t_ideal += ideal, tot->bytes += wbytes, tot->flops += flops;
-    }
     free(x), free(y), free(scale);
+    return t;
+}
+
+/* One (dtype, batch) group over the shapes, framed by roofline samples. */
+static void matmul_group(kb_ctx *c, afd_dtype dt, int B, mm_total *tot) {
+    double t[N_SHAPES] = {0};
+    roof r0 = roof_sample(c);
+    for (int i = 0; i < N_SHAPES; i++)
+        if (!c->o.quick || shapes[i].quick)
+            t[i] = matmul_case(c, dt, &shapes[i], B);
+    roof r = roof_mean(r0, roof_sample(c));
+    printf("-- matmul %s B=%d   roofline now: %.1f GB/s, %.0f GFLOP/s\n", afd_dtype_name(dt), B,
+           r.gbps, r.gflops);
+    for (int i = 0; i < N_SHAPES; i++) {
+        if (t[i] == 0)
+            continue;
+        const mm_shape *s = &shapes[i];
+        double wbytes = (double)s->n * s->k * afd_dtype_size(dt);
+        double bytes = wbytes + 4.0 * B * ((double)s->k + s->n), flops = 2.0 * B * s->n * s->k;
+        double ideal = ideal_time(r, bytes, flops);
+        printf("matmul %-7s %-20s B=%-3d %8.3f ms %7.1f GB/s %7.1f GFLOP/s %6.1f%% of roofline\n",
+               afd_dtype_name(dt), s->name, B, t[i] * 1e3, wbytes / t[i] * 1e-9,
+               flops / t[i] * 1e-9, 100.0 * ideal / t[i]);
+        if (s->step3)
+            tot->t += t[i], tot->t_ideal += ideal, tot->bytes += wbytes, tot->flops += flops;
+    }
 }
 
 /* tot[dtype 0 BF16 / 1 FP8][batch 0 / 1 / 2 for 1 / 8 / 64] over the Step-3 shapes. */
 static void bench_matmuls(kb_ctx *c, mm_total tot[2][3]) {
     static const int batches[3] = {1, 8, 64};
     afd_dtype dts[2] = {AFD_DT_BF16, AFD_DT_F8_E4M3};
-    for (int d = 0; d < 2; d++)
-        for (int bi = 0; bi < 3; bi++)
-            for (int i = 0; i < N_SHAPES; i++)
-                if (!c->o.quick || shapes[i].quick)
-                    bench_matmul_case(c, dts[d], &shapes[i], batches[bi], &tot[d][bi]);
+    for (int bi = 0; bi < 3; bi++)
+        for (int d = 0; d < 2; d++)
+            matmul_group(c, dts[d], batches[bi], &tot[d][bi]);
 }
 
 /* ---- attention ---- */
 
-typedef struct att_result {
-    int ctx;
-    double ms[2]; /* BF16, FP8 */
-} att_result;
+#define N_CTX 4
+static const int att_ctx[N_CTX] = {1024, 4096, 16384, 32768};
 
-static double bench_attention_case(kb_ctx *c, afd_dtype dt, int ctx) {
-    const int heads = 64, hd = 256, bs = 64, nb = (ctx + bs - 1) / bs;
+typedef struct att_case {
     afd_kv_layout kv;
-    afd_kv_layout_init(&kv, dt, bs, 1, 1, hd);
-    uint8_t *pool = afd_be_alloc(c->be, (size_t)nb * kv.block_bytes);
-    int32_t *blocks = xmalloc((size_t)nb * 4), *slots = xmalloc((size_t)ctx * 4);
+    uint8_t *pool;
+    int32_t *blocks;
+    float *q, *out;
+    int ctx, nb;
+} att_case;
+
+static const int ATT_HEADS = 64, ATT_HD = 256;
+
+static void att_case_init(kb_ctx *c, att_case *a, afd_dtype dt, int ctx) {
+    const int bs = 64, hd = ATT_HD;
+    a->ctx = ctx;
+    a->nb = (ctx + bs - 1) / bs;
+    afd_kv_layout_init(&a->kv, dt, bs, 1, 1, hd);
+    a->pool = afd_be_alloc(c->be, (size_t)a->nb * a->kv.block_bytes);
+    a->blocks = xmalloc((size_t)a->nb * 4);
+    int32_t *slots = xmalloc((size_t)ctx * 4);
     float *k = xalloc_aligned((size_t)ctx * hd * 4), *v = xalloc_aligned((size_t)ctx * hd * 4);
-    float *q = xalloc_aligned((size_t)heads * hd * 4), *out = xalloc_aligned((size_t)heads * hd * 4);
-    for (int i = 0; i < nb; i++)
-        blocks[i] = i;
+    a->q = xalloc_aligned((size_t)ATT_HEADS * hd * 4);
+    a->out = xalloc_aligned((size_t)ATT_HEADS * hd * 4);
+    for (int i = 0; i < a->nb; i++)
+        a->blocks[i] = i;
     for (int p = 0; p < ctx; p++)
         slots[p] = p;
     for (size_t i = 0; i < (size_t)ctx * hd; i++)
         k[i] = (float)((i * 2654435761u) % 997) * 2e-3f - 1.0f, v[i] = k[i] * 0.5f;
-    for (int i = 0; i < heads * hd; i++)
-        q[i] = (float)(i % 17) * 0.01f - 0.08f;
-    afd_be_kv_store(c->be, &kv, pool, 0, ctx, slots, k, v);
+    for (int i = 0; i < ATT_HEADS * hd; i++)
+        a->q[i] = (float)(i % 17) * 0.01f - 0.08f;
+    afd_be_kv_store(c->be, &a->kv, a->pool, 0, ctx, slots, k, v);
+    free(slots), free(k), free(v);
+}
+
+static void att_case_free(kb_ctx *c, att_case *a) {
+    afd_be_release(c->be, a->pool);
+    free(a->blocks), free(a->q), free(a->out);
+}
+
+/* Seconds per call (median) of one decode token's attention. */
+static double time_attention(kb_ctx *c, att_case *a) {
     int32_t seq = 0;
-    afd_attn_batch b = {1, &seq, &ctx, 1, nb, blocks};
+    afd_attn_batch b = {1, &seq, &a->ctx, 1, a->nb, a->blocks};
     double t[32];
     int n = 0, min_calls = c->o.quick ? 3 : 7;
     double budget = c->o.quick ? 0.1 : 0.4;
-    afd_be_attention(c->be, out, q, heads, &kv, pool, 0, &b, 1.0f / 16.0f);
+    afd_be_attention(c->be, a->out, a->q, ATT_HEADS, &a->kv, a->pool, 0, &b, 1.0f / 16.0f);
     uint64_t start = afd_now_ns();
     while (n < 32 && (n < min_calls || (double)(afd_now_ns() - start) * 1e-9 < budget)) {
         uint64_t t0 = afd_now_ns();
-        afd_be_attention(c->be, out, q, heads, &kv, pool, 0, &b, 1.0f / 16.0f);
+        afd_be_attention(c->be, a->out, a->q, ATT_HEADS, &a->kv, a->pool, 0, &b, 1.0f / 16.0f);
         t[n++] = (double)(afd_now_ns() - t0) * 1e-9;
     }
-    double tm = median(t, n);
-    double bytes = (double)ctx * 2 * hd * afd_dtype_size(dt) +
-                   (dt == AFD_DT_F8_E4M3 ? (double)ctx * 8 : 0.0);
-    double flops = 4.0 * heads * hd * ctx;
-    double ideal = fmax(bytes / (c->read_gbps * 1e9), flops / (c->peak_gflops * 1e9));
-    printf("attention %-5s ctx=%-6d 64x256/1kv %8.3f ms %7.1f GB/s %7.1f GFLOP/s  %5.1f%% of "
-           "roofline\n", afd_dtype_name(dt), ctx, tm * 1e3, bytes / tm * 1e-9, flops / tm * 1e-9,
-           100.0 * ideal / tm);
-    afd_be_release(c->be, pool);
-    free(blocks), free(slots), free(k), free(v), free(q), free(out);
-    return tm;
+    return median(t, n);
+}
+
+/* ms[i] for att_ctx[i]. */
+static void attention_group(kb_ctx *c, afd_dtype dt, double *ms) {
+    double t[N_CTX];
+    roof r0 = roof_sample(c);
+    for (int i = 0; i < N_CTX; i++) {
+        att_case a;
+        att_case_init(c, &a, dt, att_ctx[i]);
+        t[i] = time_attention(c, &a);
+        att_case_free(c, &a);
+    }
+    roof r = roof_mean(r0, roof_sample(c));
+    printf("-- attention %s (one decode token, 64 heads x 256, one KV head)   roofline now: "
+           "%.1f GB/s, %.0f GFLOP/s\n", afd_dtype_name(dt), r.gbps, r.gflops);
+    for (int i = 0; i < N_CTX; i++) {
+        double bytes = (double)att_ctx[i] * 2 * ATT_HD * afd_dtype_size(dt) +
+                       (dt == AFD_DT_F8_E4M3 ? (double)att_ctx[i] * 8 : 0.0);
+        double flops = 4.0 * ATT_HEADS * ATT_HD * att_ctx[i];
+        printf("attention %-7s ctx=%-6d %8.3f ms %7.1f GB/s %7.1f GFLOP/s %6.1f%% of roofline\n",
+               afd_dtype_name(dt), att_ctx[i], t[i] * 1e3, bytes / t[i] * 1e-9,
+               flops / t[i] * 1e-9, 100.0 * ideal_time(r, bytes, flops) / t[i]);
+        ms[i] = t[i] * 1e3;
+    }
 }
 
 /* ---- driver ---- */
@@ -368,28 +450,40 @@ static int parse(int argc, char **argv, kb_opts *o) {
 
 static double frac(const mm_total *t) { return t->t > 0 ? t->t_ideal / t->t : 0.0; }
 
-static void print_json(const kb_ctx *c, mm_total tot[2][3], const att_result *att, int n_att) {
+static double rate(double amount, double t) { return t > 0 ? amount / t * 1e-9 : 0.0; }
+
+static void print_json(kb_ctx *c, mm_total tot[2][3], double att_ms[2][N_CTX]) {
     mm_total b64 = tot[0][2];
     b64.t += tot[1][2].t, b64.t_ideal += tot[1][2].t_ideal;
+    double gb[MAX_SAMPLES], gf[MAX_SAMPLES];
+    memcpy(gb, c->s_gbps, sizeof gb);
+    memcpy(gf, c->s_gflops, sizeof gf);
+    double gb_med = median(gb, c->n_samples), gf_med = median(gf, c->n_samples);
+    char amx[32] = "null";
+    if (c->amx_gflops >= 0)
+        snprintf(amx, sizeof amx, "%.1f", c->amx_gflops);
     printf("{\"bench\":\"kernels\",\"quick\":%s,\"isa\":\"%s\",\"threads\":%d,"
-           "\"read_gbps\":%.2f,\"peak_gflops\":%.1f,\"peak_kind\":\"%s\","
-           "\"avx2_fma_gflops\":%.1f,\"avx512_fma_gflops\":%.1f,\"amx_bf16_gflops\":%.1f,"
+           "\"read_gbps\":%.2f,\"read_gbps_min\":%.2f,\"read_gbps_max\":%.2f,"
+           "\"peak_gflops\":%.1f,\"peak_gflops_min\":%.1f,\"peak_gflops_max\":%.1f,"
+           "\"peak_kind\":\"%s\",\"roofline_samples\":%d,"
+           "\"avx2_fma_gflops\":%.1f,\"avx512_fma_gflops\":%.1f,\"amx_bf16_gflops\":%s,"
            "\"matmul_b1_bf16_gbps\":%.2f,\"matmul_b1_fp8_gbps\":%.2f,"
            "\"matmul_b8_bf16_gflops\":%.1f,\"matmul_b8_fp8_gflops\":%.1f,"
            "\"matmul_b64_bf16_gflops\":%.1f,\"matmul_b64_fp8_gflops\":%.1f,"
            "\"matmul_b1_bf16_frac\":%.3f,\"matmul_b1_fp8_frac\":%.3f,"
            "\"matmul_b8_bf16_frac\":%.3f,\"matmul_b8_fp8_frac\":%.3f,"
            "\"matmul_b64_bf16_frac\":%.3f,\"matmul_b64_fp8_frac\":%.3f,\"matmul_b64_frac\":%.3f",
-           c->o.quick ? "true" : "false", c->isa, c->threads, c->read_gbps, c->peak_gflops,
-           c->peak_kind, c->avx2_gflops, c->avx512_gflops, c->amx_gflops,
-           tot[0][0].bytes / tot[0][0].t * 1e-9, tot[1][0].bytes / tot[1][0].t * 1e-9,
-           tot[0][1].flops / tot[0][1].t * 1e-9, tot[1][1].flops / tot[1][1].t * 1e-9,
-           tot[0][2].flops / tot[0][2].t * 1e-9, tot[1][2].flops / tot[1][2].t * 1e-9,
+           c->o.quick ? "true" : "false", c->isa, c->threads, gb_med, gb[0],
+           gb[c->n_samples - 1], gf_med, gf[0], gf[c->n_samples - 1], c->peak_kind,
+           c->n_samples, c->avx2_gflops, c->avx512_gflops, amx,
+           rate(tot[0][0].bytes, tot[0][0].t), rate(tot[1][0].bytes, tot[1][0].t),
+           rate(tot[0][1].flops, tot[0][1].t), rate(tot[1][1].flops, tot[1][1].t),
+           rate(tot[0][2].flops, tot[0][2].t), rate(tot[1][2].flops, tot[1][2].t),
            frac(&tot[0][0]), frac(&tot[1][0]), frac(&tot[0][1]), frac(&tot[1][1]),
            frac(&tot[0][2]), frac(&tot[1][2]), frac(&b64));
-    for (int i = 0; i < n_att; i++)
-        printf(",\"attn_%dk_bf16_ms\":%.3f,\"attn_%dk_fp8_ms\":%.3f", att[i].ctx / 1024,
-               att[i].ms[0] * 1e3, att[i].ctx / 1024, att[i].ms[1] * 1e3);
+    for (int i = 0; i < N_CTX; i++)
+        printf(",\"attn_%dk_bf16_ms\":%.3f,\"attn_%dk_fp8_ms\":%.3f", att_ctx[i] / 1024,
+               att_ms[0][i], att_ctx[i] / 1024, att_ms[1][i]);
     printf("}\n");
 }
 
@@ -426,17 +520,19 @@ int bench_kernels(int argc, char **argv) {
         return 1;
     }
     printf("afd-bench kernels: %s%s\n", afd_be_describe(c.be), c.o.quick ? " (quick)" : "");
-    measure_bandwidth(&c);
-    measure_peaks(&c);
+    measure_roofline(&c);
     mm_total tot[2][3];
     memset(tot, 0, sizeof tot);
     bench_matmuls(&c, tot);
-    att_result att[4] = {{1024, {0}}, {4096, {0}}, {16384, {0}}, {32768, {0}}};
-    for (int i = 0; i < 4; i++)
-        for (int d = 0; d < 2; d++)
-            att[i].ms[d] = bench_attention_case(&c, d ? AFD_DT_F8_E4M3 : AFD_DT_BF16, att[i].ctx);
+    double att_ms[2][N_CTX];
+    attention_group(&c, AFD_DT_BF16, att_ms[0]);
+    attention_group(&c, AFD_DT_F8_E4M3, att_ms[1]);
+    printf("headline (Step-3 shapes, ideal time / measured time): batch 1 BF16 %.2f, FP8 %.2f "
+           "of streaming bandwidth; batch 64 %.2f of min(%s peak, intensity x bandwidth)\n",
+           frac(&tot[0][0]), frac(&tot[1][0]),
+           (tot[0][2].t_ideal + tot[1][2].t_ideal) / (tot[0][2].t + tot[1][2].t), c.peak_kind);
     printf("total %.1f s\n", (double)(afd_now_ns() - t0) * 1e-9);
-    print_json(&c, tot, att, 4);
+    print_json(&c, tot, att_ms);
     munmap(c.arena, ARENA_BYTES);
     tp_free(c.pool);
     afd_backend_free(c.be);

@@ -131,21 +131,22 @@ static inline void w_bf16_pairn(const uint16_t *p, int n, vf *e, vf *o) {
     w_bf16_pair(t, e, o);
 }
 /* 16-bit word j holds bytes 2j (low) and 2j+1 (high); each becomes the fp16 bits
- * ((b & 0x80) << 8) | ((b & 0x7f) << 7) = e4m3 value / 256 (exact, subnormals too). */
-static inline void e4m3_pair_cvt(__m128i w, vf s256, vf *e, vf *o) {
+ * ((b & 0x80) << 8) | ((b & 0x7f) << 7) = e4m3 value / 256 (exact, subnormals too), then
+ * fp32: the values are e4m3 / 256, unscaled (the block scale comes after the block's sum). */
+static inline void e4m3_pair_cvt(__m128i w, vf *e, vf *o) {
     __m128i m = _mm_set1_epi16((short)0xBF80);
     __m128i ev = _mm_and_si128(_mm_srai_epi16(_mm_slli_epi16(w, 8), 1), m);
     __m128i od = _mm_and_si128(_mm_srai_epi16(w, 1), m);
-    *e = _mm256_mul_ps(_mm256_cvtph_ps(ev), s256);
-    *o = _mm256_mul_ps(_mm256_cvtph_ps(od), s256);
+    *e = _mm256_cvtph_ps(ev);
+    *o = _mm256_cvtph_ps(od);
 }
-static inline void w_e4m3_pair(const uint8_t *p, vf s256, vf *e, vf *o) {
-    e4m3_pair_cvt(_mm_loadu_si128((const __m128i *)p), s256, e, o);
+static inline void w_e4m3_pair(const uint8_t *p, vf *e, vf *o) {
+    e4m3_pair_cvt(_mm_loadu_si128((const __m128i *)p), e, o);
 }
-static inline void w_e4m3_pairn(const uint8_t *p, int n, vf s256, vf *e, vf *o) {
+static inline void w_e4m3_pairn(const uint8_t *p, int n, vf *e, vf *o) {
     uint8_t t[2 * VL] = {0};
     memcpy(t, p, (size_t)n);
-    w_e4m3_pair(t, s256, e, o);
+    w_e4m3_pair(t, e, o);
 }
 static inline void x_pair_split(vf x0, vf x1, vf *e, vf *o) {
     /* per 128-bit half: (x0[0], x0[2], x1[0], x1[2]); then 64-bit quarters in order 0 2 1 3 */

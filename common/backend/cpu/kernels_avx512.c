@@ -104,19 +104,20 @@ static inline void w_bf16_pairn(const uint16_t *p, int n, vf *e, vf *o) {
     bf16_pair_cvt(_mm512_maskz_loadu_epi16(lanes32(n), p), e, o);
 }
 /* 16-bit word j holds bytes 2j (low) and 2j+1 (high); each becomes the fp16 bits
- * ((b & 0x80) << 8) | ((b & 0x7f) << 7) = e4m3 value / 256 (exact, subnormals too). */
-static inline void e4m3_pair_cvt(__m256i w, vf s256, vf *e, vf *o) {
+ * ((b & 0x80) << 8) | ((b & 0x7f) << 7) = e4m3 value / 256 (exact, subnormals too), then
+ * fp32: the values are e4m3 / 256, unscaled (the block scale comes after the block's sum). */
+static inline void e4m3_pair_cvt(__m256i w, vf *e, vf *o) {
     __m256i m = _mm256_set1_epi16((short)0xBF80);
     __m256i ev = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(w, 8), 1), m);
     __m256i od = _mm256_and_si256(_mm256_srai_epi16(w, 1), m);
-    *e = _mm512_mul_ps(_mm512_cvtph_ps(ev), s256);
-    *o = _mm512_mul_ps(_mm512_cvtph_ps(od), s256);
+    *e = _mm512_cvtph_ps(ev);
+    *o = _mm512_cvtph_ps(od);
 }
-static inline void w_e4m3_pair(const uint8_t *p, vf s256, vf *e, vf *o) {
-    e4m3_pair_cvt(_mm256_loadu_si256((const __m256i *)p), s256, e, o);
+static inline void w_e4m3_pair(const uint8_t *p, vf *e, vf *o) {
+    e4m3_pair_cvt(_mm256_loadu_si256((const __m256i *)p), e, o);
 }
-static inline void w_e4m3_pairn(const uint8_t *p, int n, vf s256, vf *e, vf *o) {
-    e4m3_pair_cvt(_mm256_maskz_loadu_epi8(lanes32(n), p), s256, e, o);
+static inline void w_e4m3_pairn(const uint8_t *p, int n, vf *e, vf *o) {
+    e4m3_pair_cvt(_mm256_maskz_loadu_epi8(lanes32(n), p), e, o);
 }
 static inline void x_pair_split(vf x0, vf x1, vf *e, vf *o) {
     const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);

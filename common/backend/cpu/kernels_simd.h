@@ -124,264 +124,307 @@ static void cvt_row(int src, float *d, const uint8_t *row, int n, float scale) {
     }
 }
 
-/* ---- matmul ---- */
+/* ---- matmul ----
+ *
+ * Layouts. F32 and F16 weights: the natural layout, chunks of VL columns. BF16 and FP8: the
+ * pair layout, chunks of 2*VL columns split into E (even positions) and O (odd positions), which
+ * the conversion produces with shifts and masks alone. FP8 splits K into segments at the 128-
+ * column block boundaries of the parent; each segment is chunked from its own start and its
+ * last chunk is zero-padded ("padded layout": segment i starts at the sum of the padded lengths
+ * before it). x is permuted into the same padded pair layout once per call (raw) or per K block
+ * (packed), so the micro-kernels only ever load whole vectors of x.
+ *
+ * Per output (b, n), every path runs exactly this:
+ *   F32/F16: acc = fma(w_chunk, x_chunk, acc) over the chunks, masked tail.
+ *   BF16:    acc = fma(w_E, x_E, acc); acc = fma(w_O, x_O, acc) per chunk.
+ *   FP8:     per segment, p = 0; per chunk p = fma(w_E, x_E, p); p = fma(w_O, x_O, p), with
+ *            w = e4m3/256 exactly; then acc = fma(p, 256*scale, acc).
+ *   then y = v_hsum(acc). */
 
-#define MM_KC 512     /* K block of the packed path (a multiple of 2*VL and of 128) */
+#ifndef MM_KC
+#define MM_KC 512     /* K block of the packed path (natural columns; a multiple of 2*VL) */
+#endif
 #define MM_RB 64      /* rows of x per pass (accumulator scratch) */
 #define MM_RAW_MAX 8  /* up to this many rows: raw weights, converted in the micro-kernel */
 #ifndef MM_PF
 #define MM_PF 0       /* software prefetch distance of streamed weights, bytes (0 = off) */
 #endif
-/* scratch: acc [MM_RB][CPU_MM_NP][VL], pack [CPU_MM_NP][MM_KC], then the x buffer */
+#ifndef MM_PAD
+#define MM_PAD 16     /* row padding of packed panels (floats): no 4 KiB aliasing */
+#endif
+#define MM_CMAX 8     /* widest micro-kernel tile (C = 8 for one row of x) */
+/* A padded K block: MM_KC columns plus the zero padding of up to 6 segments. */
+#define MM_KCP_MAX (MM_KC + 6 * 2 * VL)
+/* scratch: acc [MM_RB][CPU_MM_NP][VL], pack [CPU_MM_NP][MM_KCP_MAX + MM_PAD], x buffer */
 #define MM_ACC_FLOATS ((size_t)MM_RB * CPU_MM_NP * VL)
-#define MM_PACK_FLOATS ((size_t)CPU_MM_NP * MM_KC)
+#define MM_PACK_FLOATS ((size_t)CPU_MM_NP * (MM_KCP_MAX + MM_PAD))
 #define MM_XB_FLOATS (CPU_SCRATCH_BYTES / sizeof(float) - MM_ACC_FLOATS - MM_PACK_FLOATS)
 
-/* BF16 and FP8 weights use the pair layout (chunks of 2*VL split into even/odd lanes), F32
- * and F16 the natural one (chunks of VL). */
+/* Micro-kernel weight sources: raw dtypes, and packed panels (natural, or pair BF16 / FP8). */
+enum { MK_F32, MK_BF16, MK_F16, MK_E4M3, MK_PBF16, MK_PE4M3, N_MK };
+
 static bool src_pair(int src) { return src == SRC_BF16 || src == SRC_E4M3; }
-static int chunk_of(int src) { return src_pair(src) ? 2 * VL : VL; }
 static int round_to(int n, int m) { return (n + m - 1) / m * m; }
 
-ALWAYS void wload_pair(const int src, const uint8_t *row, int k, vf s256, vf *e, vf *o) {
-    if (src == SRC_BF16)
-        w_bf16_pair((const uint16_t *)row + k, e, o);
-    else
-        w_e4m3_pair(row + k, s256, e, o);
+/* End (view column, exclusive, at most kn) of the FP8 segment holding column k; kcol0 is the
+ * parent column of view column 0. Other dtypes: one segment. */
+static int seg_end(int src, int64_t kcol0, int k, int kn) {
+    if (src != SRC_E4M3)
+        return kn;
+    int64_t e = ((kcol0 + k) / AFD_FP8_BLOCK + 1) * AFD_FP8_BLOCK - kcol0;
+    return e < kn ? (int)e : kn;
 }
 
-ALWAYS void wload_pairn(const int src, const uint8_t *row, int k, int n, vf s256, vf *e, vf *o) {
-    if (src == SRC_BF16)
-        w_bf16_pairn((const uint16_t *)row + k, n, e, o);
-    else
-        w_e4m3_pairn(row + k, n, s256, e, o);
+/* Length of columns [0, kn) in the padded pair layout. */
+static int pair_len(int src, int64_t kcol0, int kn) {
+    int len = 0;
+    for (int k = 0, e; k < kn; k = e) {
+        e = seg_end(src, kcol0, k, kn);
+        len += round_to(e - k, 2 * VL);
+    }
+    return len;
 }
 
-/* x in the pair layout: dst gets round_to(n, 2*VL) floats (zero tail). */
-static void x_pairs(float *dst, const float *src, int n) {
-    int k = 0;
+/* n (<= 2*VL) x values in the pair layout: dst[0..VL) = even positions, dst[VL..) = odd. */
+static void x_pair_chunk(float *dst, const float *src, int n) {
     vf e, o;
-    for (; k + 2 * VL <= n; k += 2 * VL) {
-        x_pair(src + k, &e, &o);
-        v_store(dst + k, e);
-        v_store(dst + k + VL, o);
-    }
-    if (k < n) {
-        x_pairn(src + k, n - k, &e, &o);
-        v_store(dst + k, e);
-        v_store(dst + k + VL, o);
+    if (n == 2 * VL)
+        x_pair(src, &e, &o);
+    else
+        x_pairn(src, n, &e, &o);
+    v_store(dst, e);
+    v_store(dst + VL, o);
+}
+
+/* x columns [0, kn) into the padded pair layout (pair_len floats). */
+static void x_layout(float *dst, const float *x, int src, int64_t kcol0, int kn) {
+    for (int k = 0, e; k < kn; k = e) {
+        e = seg_end(src, kcol0, k, kn);
+        for (int j = k; j < e; j += 2 * VL, dst += 2 * VL)
+            x_pair_chunk(dst, x + j, e - j < 2 * VL ? e - j : 2 * VL);
     }
 }
 
-/* One micro-kernel call: R rows of x times C weight rows over kn elements of K. */
+/* n (<= 2*VL) BF16 or FP8 weights as E, O vectors (FP8 unscaled: e4m3 / 256). */
+ALWAYS void wload_pair(const int src, const uint8_t *row, int k, int n, vf *e, vf *o) {
+    if (src == SRC_BF16) {
+        if (n == 2 * VL)
+            w_bf16_pair((const uint16_t *)row + k, e, o);
+        else
+            w_bf16_pairn((const uint16_t *)row + k, n, e, o);
+    } else {
+        if (n == 2 * VL)
+            w_e4m3_pair(row + k, e, o);
+        else
+            w_e4m3_pairn(row + k, n, e, o);
+    }
+}
+
+/* One weight row, columns [0, kn), into the padded pair layout. */
+static void pack_pair_row(float *d, int src, const uint8_t *row, int64_t kcol0, int kn) {
+    vf e, o;
+    for (int k = 0, end; k < kn; k = end) {
+        end = seg_end(src, kcol0, k, kn);
+        for (int j = k; j < end; j += 2 * VL, d += 2 * VL) {
+            wload_pair(src, row, j, end - j < 2 * VL ? end - j : 2 * VL, &e, &o);
+            v_store(d, e);
+            v_store(d + VL, o);
+        }
+    }
+}
+
+/* One micro-kernel call: R rows of x times C weight rows over view columns [k0, k0+kn). */
 typedef struct mm_blk {
-    const float *x;         /* x row r at x + r*ldx, element 0 = column k0 (pair: permuted,
-                               zero-padded to a whole chunk) */
+    const float *x;         /* x row r at x + r*ldx: padded pair layout, or natural from k0 */
     size_t ldx;
-    const uint8_t *w;       /* weight row c at w + c*ldw bytes, element 0 = column k0 */
+    const uint8_t *w;       /* weight row c at w + c*ldw bytes: raw from column k0, or packed */
     size_t ldw;
-    const float *srow[4];   /* E4M3 raw: block-scale row of each weight row */
-    int64_t kcol0;          /* E4M3 raw: parent column of element 0 (a multiple of 2*VL) */
+    const float *srow[MM_CMAX]; /* FP8: block-scale row of each weight row */
+    int64_t kcol0;          /* parent column of view column k0 */
     int kn;
     float *acc;             /* accumulator (r, c) at acc + r*ldacc + c*VL */
     size_t ldacc;
-    bool init;              /* start from 0 instead of loading acc */
+    bool init;              /* first K block: start from 0 */
     int pf;                 /* software prefetch distance in bytes (raw weights), 0 = none */
 } mm_blk;
 
-/* The pair-layout inner loop over [k, end): per chunk fma(E_w, E_x), then fma(O_w, O_x). */
-ALWAYS int mm_pair_run(const int R, const int C, const int src, const mm_blk *m, vf a[4][4],
-                       const vf *s, int k, int end) {
-    for (; k + 2 * VL <= end; k += 2 * VL) {
-        vf we[4], wo[4];
-        if (m->pf)
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++)
-                prefetch(m->w + c * m->ldw + (size_t)k * src_size(src) + m->pf);
-#pragma GCC unroll 4
+/* One pair chunk: weights at column kw (raw: natural; packed: padded), x at padded column kx;
+ * a[r][c] = fma(w_E, x_E, a); a = fma(w_O, x_O, a). */
+ALWAYS void mm_pair_chunk(const int R, const int C, const int mk, const mm_blk *m,
+                          vf a[4][MM_CMAX], int kw, int kx, int n) {
+    vf we[MM_CMAX], wo[MM_CMAX];
+    const bool packed = mk == MK_PBF16 || mk == MK_PE4M3;
+    if (!packed && m->pf)
+#pragma GCC unroll 8
         for (int c = 0; c < C; c++)
-            wload_pair(src, m->w + c * m->ldw, k, s[c], &we[c], &wo[c]);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            vf xe = v_load(m->x + r * m->ldx + k), xo = v_load(m->x + r * m->ldx + k + VL);
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++) {
-                a[r][c] = v_fma(we[c], xe, a[r][c]);
-                a[r][c] = v_fma(wo[c], xo, a[r][c]);
-            }
+            prefetch(m->w + c * m->ldw + (size_t)kw * (mk == MK_BF16 ? 2 : 1) + m->pf);
+#pragma GCC unroll 8
+    for (int c = 0; c < C; c++) {
+        if (packed) {
+            const float *wp = (const float *)(m->w + c * m->ldw) + kx;
+            we[c] = v_load(wp);
+            wo[c] = v_load(wp + VL);
+        } else {
+            wload_pair(mk == MK_BF16 ? SRC_BF16 : SRC_E4M3, m->w + c * m->ldw, kw, n, &we[c],
+                       &wo[c]);
         }
     }
-    if (k < end) {
-        vf we[4], wo[4];
 #pragma GCC unroll 4
-        for (int c = 0; c < C; c++)
-            wload_pairn(src, m->w + c * m->ldw, k, end - k, s[c], &we[c], &wo[c]);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            vf xe = v_load(m->x + r * m->ldx + k), xo = v_load(m->x + r * m->ldx + k + VL);
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++) {
-                a[r][c] = v_fma(we[c], xe, a[r][c]);
-                a[r][c] = v_fma(wo[c], xo, a[r][c]);
-            }
+    for (int r = 0; r < R; r++) {
+        vf xe = v_load(m->x + r * m->ldx + kx), xo = v_load(m->x + r * m->ldx + kx + VL);
+#pragma GCC unroll 8
+        for (int c = 0; c < C; c++) {
+            a[r][c] = v_fma(we[c], xe, a[r][c]);
+            a[r][c] = v_fma(wo[c], xo, a[r][c]);
         }
-        k = end;
     }
-    return k;
 }
 
-/* The natural-layout inner loop (F32, F16; and every packed panel). */
-ALWAYS void mm_natural_run(const int R, const int C, const int src, const mm_blk *m,
-                           vf a[4][4]) {
+/* The chunks of view columns [k, end), starting at padded column kx. */
+ALWAYS void mm_pair_seg(const int R, const int C, const int mk, const mm_blk *m,
+                        vf a[4][MM_CMAX], int k, int end, int kx) {
+    const bool packed = mk == MK_PBF16 || mk == MK_PE4M3;
+    if (end - k == AFD_FP8_BLOCK && (mk == MK_E4M3 || mk == MK_PE4M3)) {
+#pragma GCC unroll 8
+        for (int j = 0; j < AFD_FP8_BLOCK; j += 2 * VL)
+            mm_pair_chunk(R, C, mk, m, a, packed ? kx + j : k + j, kx + j, 2 * VL);
+        return;
+    }
+    for (; k < end; k += 2 * VL, kx += 2 * VL)
+        mm_pair_chunk(R, C, mk, m, a, packed ? kx : k, kx, end - k < 2 * VL ? end - k : 2 * VL);
+}
+
+/* BF16 (raw or packed): the accumulators stay in registers for the whole call. */
+ALWAYS void mm_bf16_run(const int R, const int C, const int mk, const mm_blk *m,
+                        vf a[4][MM_CMAX]) {
+    mm_pair_seg(R, C, mk, m, a, 0, m->kn, 0);
+}
+
+/* FP8 (raw or packed): per segment a partial sum in registers, then
+ * acc = fma(partial, 256 * block scale, acc) in memory. */
+ALWAYS void mm_e4m3_run(const int R, const int C, const int mk, const mm_blk *m) {
+    vf p[4][MM_CMAX];
+    for (int k = 0, kx = 0, end; k < m->kn; kx += round_to(end - k, 2 * VL), k = end) {
+        end = seg_end(SRC_E4M3, m->kcol0, k, m->kn);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+            for (int c = 0; c < C; c++)
+                p[r][c] = v_zero();
+        mm_pair_seg(R, C, mk, m, p, k, end, kx);
+        int64_t blk = (m->kcol0 + k) / AFD_FP8_BLOCK;
+#pragma GCC unroll 8
+        for (int c = 0; c < C; c++) {
+            vf s = v_set1(m->srow[c][blk] * 256.0f);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                float *acc = m->acc + r * m->ldacc + c * VL;
+                v_store(acc, v_fma(p[r][c], s, v_load(acc)));
+            }
+        }
+    }
+}
+
+/* The natural-layout loop (F32, F16 raw; packed F32/F16 panels). */
+ALWAYS void mm_natural_run(const int R, const int C, const int mk, const mm_blk *m,
+                           vf a[4][MM_CMAX]) {
+    const int src = mk == MK_F16 ? SRC_F16 : SRC_F32;
     const vf one = v_set1(1.0f);
     int k = 0;
     for (; k + VL <= m->kn; k += VL) {
-        vf wv[4];
+        vf wv[MM_CMAX];
         if (m->pf)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int c = 0; c < C; c++)
                 prefetch(m->w + c * m->ldw + (size_t)k * src_size(src) + m->pf);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int c = 0; c < C; c++)
             wv[c] = wload(src, m->w + c * m->ldw, k, one);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             vf xv = v_load(m->x + r * m->ldx + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int c = 0; c < C; c++)
                 a[r][c] = v_fma(wv[c], xv, a[r][c]);
         }
     }
     if (k < m->kn) {
         int n = m->kn - k;
-        vf wv[4];
-#pragma GCC unroll 4
+        vf wv[MM_CMAX];
+#pragma GCC unroll 8
         for (int c = 0; c < C; c++)
             wv[c] = wloadn(src, m->w + c * m->ldw, k, n, one);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             vf xv = v_loadn(m->x + r * m->ldx + k, n);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int c = 0; c < C; c++)
                 a[r][c] = v_fma(wv[c], xv, a[r][c]);
         }
     }
 }
 
-/* The one per-output sequence (see the file comment). E4M3 raw weights are walked in runs of
- * one block scale; runs start at multiples of 2*VL, so the lanes are those of the packed path. */
-ALWAYS void mm_micro(const int R, const int C, const int src, const mm_blk *m) {
-    vf a[4][4];
+/* The one per-output sequence (see above), for an R x C tile. */
+ALWAYS void mm_micro(const int R, const int C, const int mk, const mm_blk *m) {
+    if (mk == MK_E4M3 || mk == MK_PE4M3) {
+        if (m->init)
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+                for (int c = 0; c < C; c++)
+                    v_store(m->acc + r * m->ldacc + c * VL, v_zero());
+        mm_e4m3_run(R, C, mk, m);
+        return;
+    }
+    vf a[4][MM_CMAX];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int c = 0; c < C; c++)
             a[r][c] = m->init ? v_zero() : v_load(m->acc + r * m->ldacc + c * VL);
-    if (src == SRC_BF16) {
-        vf s[4] = {v_zero(), v_zero(), v_zero(), v_zero()};
-        mm_pair_run(R, C, src, m, a, s, 0, m->kn);
-    } else if (src == SRC_E4M3) {
-        for (int k = 0; k < m->kn;) {
-            int64_t blk = (m->kcol0 + k) / AFD_FP8_BLOCK;
-            int64_t e = (blk + 1) * AFD_FP8_BLOCK - m->kcol0;
-            vf s[4];
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++)
-                s[c] = v_set1(m->srow[c][blk] * 256.0f);
-            k = mm_pair_run(R, C, src, m, a, s, k, e < m->kn ? (int)e : m->kn);
-        }
-    } else {
-        mm_natural_run(R, C, src, m, a);
-    }
+    if (mk == MK_BF16 || mk == MK_PBF16)
+        mm_bf16_run(R, C, mk, m, a);
+    else
+        mm_natural_run(R, C, mk, m, a);
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int c = 0; c < C; c++)
             v_store(m->acc + r * m->ldacc + c * VL, a[r][c]);
 }
 
 typedef void (*mm_fn)(const mm_blk *m);
 
-#define MM_DEF(SRC, R, C)                                                                          \
-    static void mm_##SRC##_##R##x##C(const mm_blk *m) { mm_micro(R, C, SRC, m); }
-#define MM_DEF_R(SRC)                                                                              \
-    MM_DEF(SRC, 1, 1) MM_DEF(SRC, 2, 1) MM_DEF(SRC, 3, 1) MM_DEF(SRC, 4, 1)                        \
-    MM_DEF(SRC, 1, 4) MM_DEF(SRC, 2, 4) MM_DEF(SRC, 3, 4) MM_DEF(SRC, 4, 4)
-MM_DEF_R(SRC_F32)
-MM_DEF_R(SRC_BF16)
-MM_DEF_R(SRC_F16)
-MM_DEF_R(SRC_E4M3)
-#define MM_ROW(SRC)                                                                                \
-    {{mm_##SRC##_1x1, mm_##SRC##_1x4}, {mm_##SRC##_2x1, mm_##SRC##_2x4},                            \
-     {mm_##SRC##_3x1, mm_##SRC##_3x4}, {mm_##SRC##_4x1, mm_##SRC##_4x4}}
-/* [src][R - 1][C == 4] */
-static const mm_fn mm_fns[N_SRC][4][2] = {MM_ROW(SRC_F32), MM_ROW(SRC_BF16), MM_ROW(SRC_F16),
-                                          MM_ROW(SRC_E4M3)};
+#define MM_DEF(MK, R, C)                                                                           \
+    static void mm_##MK##_##R##x##C(const mm_blk *m) { mm_micro(R, C, MK, m); }
+#define MM_DEF_R(MK)                                                                               \
+    MM_DEF(MK, 1, 1) MM_DEF(MK, 2, 1) MM_DEF(MK, 3, 1) MM_DEF(MK, 4, 1)                            \
+    MM_DEF(MK, 1, 4) MM_DEF(MK, 2, 4) MM_DEF(MK, 3, 4) MM_DEF(MK, 4, 4)
+MM_DEF_R(MK_F32)
+MM_DEF_R(MK_BF16)
+MM_DEF_R(MK_F16)
+MM_DEF_R(MK_E4M3)
+MM_DEF_R(MK_PBF16)
+MM_DEF_R(MK_PE4M3)
+#define MM_ROW(MK)                                                                                 \
+    {{mm_##MK##_1x1, mm_##MK##_1x4}, {mm_##MK##_2x1, mm_##MK##_2x4},                                \
+     {mm_##MK##_3x1, mm_##MK##_3x4}, {mm_##MK##_4x1, mm_##MK##_4x4}}
+/* [kind][R - 1][wide]: wide is C = 8 for R = 1, else C = 4; narrow is C = 1 */
+static const mm_fn mm_fns[N_MK][4][2] = {MM_ROW(MK_F32),  MM_ROW(MK_BF16),  MM_ROW(MK_F16),
+                                         MM_ROW(MK_E4M3), MM_ROW(MK_PBF16), MM_ROW(MK_PE4M3)};
 
-/* kn elements of a BF16/E4M3 row into the pair layout (round_to(kn, 2*VL) floats). */
-static void pack_pairs(float *d, int src, const uint8_t *row, int kn, float scale) {
-    vf s256 = v_set1(scale * 256.0f), e, o;
-    int k = 0;
-    for (; k + 2 * VL <= kn; k += 2 * VL) {
-        if (src == SRC_BF16)
-            w_bf16_pair((const uint16_t *)row + k, &e, &o);
-        else
-            w_e4m3_pair(row + k, s256, &e, &o);
-        v_store(d + k, e);
-        v_store(d + k + VL, o);
-    }
-    if (k < kn) {
-        if (src == SRC_BF16)
-            w_bf16_pairn((const uint16_t *)row + k, kn - k, &e, &o);
-        else
-            w_e4m3_pairn(row + k, kn - k, s256, &e, &o);
-        v_store(d + k, e);
-        v_store(d + k + VL, o);
-    }
-}
-
-/* One E4M3 row of a view whose columns are not chunk-aligned: element by element (the same
- * values e4m3 * block scale), placed in the pair layout. */
-static void pack_e4m3_unaligned(float *d, int kcp, const uint8_t *row, const float *srow,
-                                int64_t kcol0, int kn) {
-    for (int k = 0; k < kcp; k++)
-        d[k] = 0.0f;
-    for (int k = 0; k < kn; k++) {
-        int base = k / (2 * VL) * (2 * VL), j = k - base;
-        d[base + (j & 1) * VL + j / 2] =
-            afd_e4m3_to_f32(row[k]) * srow[(kcol0 + k) / AFD_FP8_BLOCK];
-    }
-}
-
-/* Weights [n0, n0+np) x [k0, k0+kn) as exact fp32 into dst, row stride kcp, in the layout of
- * src (pair or natural), zero tail. */
-static void mm_pack(float *dst, int kcp, const afd_tensor *w, int src, int n0, int np, int k0,
+/* Weights [n0, n0+np) x [k0, k0+kn) into dst (row stride ld): F32/F16 natural (zero tail),
+ * BF16/FP8 the padded pair layout (FP8 unscaled). */
+static void mm_pack(float *dst, int ld, const afd_tensor *w, int src, int n0, int np, int k0,
                     int kn) {
     const size_t es = src_size(src);
     for (int c = 0; c < np; c++) {
-        float *d = dst + (size_t)c * kcp;
+        float *d = dst + (size_t)c * ld;
         const uint8_t *row = (const uint8_t *)w->data + ((size_t)(n0 + c) * w->ld + k0) * es;
-        if (src == SRC_BF16) {
-            pack_pairs(d, src, row, kn, 1.0f);
-            continue;
-        }
-        if (src != SRC_E4M3) {
+        if (src_pair(src))
+            pack_pair_row(d, src, row, w->col0 + k0, kn);
+        else
             cvt_row(src, d, row, kn, 1.0f);
-            continue;
-        }
-        const float *srow = w->scale + ((w->row0 + n0 + c) / AFD_FP8_BLOCK) * w->scale_ld;
-        int64_t kcol0 = w->col0 + k0;
-        if (kcol0 % (2 * VL) != 0) {
-            pack_e4m3_unaligned(d, kcp, row, srow, kcol0, kn);
-            continue;
-        }
-        for (int k = 0; k < kn;) {
-            int64_t blk = (kcol0 + k) / AFD_FP8_BLOCK;
-            int end = (int)((blk + 1) * AFD_FP8_BLOCK - kcol0);
-            end = end < kn ? end : kn;
-            pack_pairs(d + k, SRC_E4M3, row + k, end - k, srow[blk]);
-            k = end;
-        }
     }
 }
 
@@ -391,15 +434,24 @@ static void mm_zero(float *y, int B, int N, int n0, int n1) {
             y[(size_t)b * N + n] = 0.0f;
 }
 
+/* End of the packed K block starting at k0: MM_KC columns (FP8: whole segments, at least one). */
+static int kblock_end(int src, int64_t col0, int k0, int K) {
+    int e = K - k0 > MM_KC ? k0 + MM_KC : K;
+    if (src != SRC_E4M3 || e == K)
+        return e;
+    int b = (int)(((col0 + e) / AFD_FP8_BLOCK) * AFD_FP8_BLOCK - col0); /* boundary <= e */
+    return b > k0 ? b : seg_end(src, col0 + k0, 0, K - k0) + k0;
+}
+
 /* Where the micro-kernels of one pass read x and W. */
 typedef struct mm_pass {
     const afd_tensor *w;
-    int src, K, n0, np;
+    int src, n0, np;
     bool raw;
-    const float *x; /* first row of the pass: natural user rows, or the pair buffer */
+    const float *x; /* row 0 of the pass: natural user rows, or the pair buffer */
     size_t ldx;
     const float *pack;
-    int kcp;
+    int ldp;        /* row stride of the packed panel */
     const float *const *srow;
 } mm_pass;
 
@@ -407,6 +459,7 @@ typedef struct mm_pass {
 static void mm_block(const mm_pass *p, float *acc, int rb, int k0, int kn) {
     const size_t es = src_size(p->src);
     const bool pair = src_pair(p->src);
+    const int mk = p->raw ? p->src : pair ? (p->src == SRC_BF16 ? MK_PBF16 : MK_PE4M3) : MK_F32;
     for (int r = 0; r < rb; r += 4) {
         const int R = rb - r < 4 ? rb - r : 4;
         for (int c = 0; c < p->np;) {
@@ -415,22 +468,22 @@ static void mm_block(const mm_pass *p, float *acc, int rb, int k0, int kn) {
                 .x = p->x + (size_t)r * p->ldx + (pair || p->raw ? 0 : k0),
                 .ldx = p->ldx,
                 .kcol0 = p->w->col0 + k0,
-                .kn = p->raw || !pair ? kn : p->kcp,
+                .kn = kn,
                 .acc = acc + ((size_t)r * CPU_MM_NP + c) * VL,
                 .ldacc = (size_t)CPU_MM_NP * VL,
                 .init = k0 == 0,
             };
+            for (int i = 0; i < C; i++)
+                m.srow[i] = p->srow[c + i];
             if (p->raw) {
                 m.w = (const uint8_t *)p->w->data + ((size_t)(p->n0 + c) * p->w->ld + k0) * es;
                 m.ldw = (size_t)p->w->ld * es;
                 m.pf = MM_PF;
-                for (int i = 0; i < C; i++)
-                    m.srow[i] = p->srow[c + i];
             } else {
-                m.w = (const uint8_t *)(p->pack + (size_t)c * p->kcp);
-                m.ldw = (size_t)p->kcp * sizeof(float);
+                m.w = (const uint8_t *)(p->pack + (size_t)c * p->ldp);
+                m.ldw = (size_t)p->ldp * sizeof(float);
             }
-            mm_fns[p->raw ? p->src : SRC_F32][R - 1][C == 4](&m);
+            mm_fns[mk][R - 1][C > 1](&m);
             c += C;
         }
     }
@@ -442,43 +495,45 @@ static void mm_block(const mm_pass *p, float *acc, int rb, int k0, int kn) {
  * group of 4 rows. Same bits either way (tested). */
 static void matmul_cols(float *y, const float *x, int B, const afd_tensor *w, int n0, int n1,
                         void *scratch) {
-    const int K = (int)w->cols, N = (int)w->rows, src = src_of(w->dtype), ch = chunk_of(src);
+    const int K = (int)w->cols, N = (int)w->rows, src = src_of(w->dtype);
     const bool pair = src_pair(src);
     if (K == 0) {
         mm_zero(y, B, N, n0, n1);
         return;
     }
     float *acc = scratch, *pack = acc + MM_ACC_FLOATS, *xb = pack + MM_PACK_FLOATS;
-    const float *srow[CPU_MM_NP] = {0};
+    const float *srow[CPU_MM_NP + MM_CMAX] = {0};
     if (src == SRC_E4M3)
         for (int c = 0; c < n1 - n0; c++)
             srow[c] = w->scale + ((w->row0 + n0 + c) / AFD_FP8_BLOCK) * w->scale_ld;
-    const bool aligned = src != SRC_E4M3 || w->col0 % ch == 0;
-    const int Kp = round_to(K, ch);
-    mm_pass p = {.w = w, .src = src, .K = K, .n0 = n0, .np = n1 - n0, .pack = pack,
-                 .srow = srow};
+    const int Kp = pair ? pair_len(src, w->col0, K) : K;
+    mm_pass p = {.w = w, .src = src, .n0 = n0, .np = n1 - n0, .pack = pack, .srow = srow};
     for (int b0 = 0; b0 < B; b0 += MM_RB) {
         const int rb = B - b0 < MM_RB ? B - b0 : MM_RB;
-        p.raw = rb <= MM_RAW_MAX && aligned && (size_t)rb * Kp <= MM_XB_FLOATS;
-        const int kc = p.raw ? K : MM_KC;
-        if (p.raw && pair)
-            for (int r = 0; r < rb; r++)
-                x_pairs(xb + (size_t)r * Kp, x + (size_t)(b0 + r) * K, K);
-        p.x = p.raw && pair ? xb : x + (size_t)b0 * K;
-        p.ldx = p.raw && pair ? (size_t)Kp : (size_t)K;
-        for (int k0 = 0; k0 < K; k0 += kc) {
-            const int kn = K - k0 < kc ? K - k0 : kc;
-            if (!p.raw) {
-                p.kcp = round_to(kn, ch);
-                mm_pack(pack, p.kcp, w, src, n0, p.np, k0, kn);
-                if (pair) {
-                    for (int r = 0; r < rb; r++)
-                        x_pairs(xb + (size_t)r * p.kcp, x + (size_t)(b0 + r) * K + k0, kn);
-                    p.x = xb;
-                    p.ldx = (size_t)p.kcp;
-                }
+        p.raw = rb <= MM_RAW_MAX && (!pair || (size_t)rb * Kp <= MM_XB_FLOATS);
+        if (p.raw) {
+            if (pair)
+                for (int r = 0; r < rb; r++)
+                    x_layout(xb + (size_t)r * Kp, x + (size_t)(b0 + r) * K, src, w->col0, K);
+            p.x = pair ? xb : x + (size_t)b0 * K;
+            p.ldx = pair ? (size_t)Kp : (size_t)K;
+            mm_block(&p, acc, rb, 0, K);
+        }
+        for (int k0 = 0, k1; !p.raw && k0 < K; k0 = k1) {
+            k1 = kblock_end(src, w->col0, k0, K);
+            const int kp = pair ? pair_len(src, w->col0 + k0, k1 - k0) : round_vl(k1 - k0);
+            p.ldp = kp + MM_PAD;
+            mm_pack(pack, p.ldp, w, src, n0, p.np, k0, k1 - k0);
+            p.x = x + (size_t)b0 * K;
+            p.ldx = (size_t)K;
+            if (pair) {
+                for (int r = 0; r < rb; r++)
+                    x_layout(xb + (size_t)r * p.ldp, x + (size_t)(b0 + r) * K + k0, src,
+                             w->col0 + k0, k1 - k0);
+                p.x = xb;
+                p.ldx = (size_t)p.ldp;
             }
-            mm_block(&p, acc, rb, k0, kn);
+            mm_block(&p, acc, rb, k0, k1 - k0);
         }
         for (int r = 0; r < rb; r++)
             for (int c = 0; c < p.np; c++)
