@@ -535,7 +535,11 @@ static int read_config_file(const char *path, char **out, size_t *len, afd_err *
 int afd_config_load(const char *path, afd_model_config *cfg, afd_err *err) {
     struct stat sb;
     char file[4096];
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+    bool exists = stat(path, &sb) == 0;
+    size_t n = strlen(path);
+    bool json_name = n >= 5 && strcmp(path + n - 5, ".json") == 0;
+    /* a directory, or a missing path that does not name a .json file: <path>/config.json */
+    if ((exists && S_ISDIR(sb.st_mode)) || (!exists && !json_name))
         snprintf(file, sizeof file, "%s/config.json", path);
     else
         snprintf(file, sizeof file, "%s", path);

@@ -350,4 +350,8 @@ Test(config, load_from_directory_and_file) {
     cr_assert_not_null(strstr(err.msg, path), "file path not in: %s", err.msg);
     cr_assert_not_null(strstr(err.msg, "key hidden_size"), "%s", err.msg);
     ck_rm_rf(dir);
+    /* a missing directory: the message says which file was wanted */
+    rc = afd_config_load("/nonexistent/afd-model", &c, &err);
+    cr_assert_eq(rc, AFD_E_NOTFOUND);
+    cr_assert_not_null(strstr(err.msg, "/nonexistent/afd-model/config.json"), "%s", err.msg);
 }
