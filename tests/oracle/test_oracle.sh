@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The numpy oracle against afd-run: for several generated checkpoints (tiny BF16 and FP8; a
 # 6-layer model with MoE and dense layers in BF16, FP8 and mixed FP8, with and without
-# norm_expert_weight, sharded and flat), afd-run --exact's logits of every position must be
+# norm_expert_weight, sharded and flat; odd sizes with partial FP8 blocks and 2 K/V heads), afd-run --exact's logits of every position must be
 # within relative L2 1e-3 of tests/oracle/step3_ref.py's float64 forward pass.
 # Usage: tests/oracle/test_oracle.sh BUILD_DIR      (exit 0 pass, 77 skip, else fail)
 set -uo pipefail
@@ -36,6 +36,12 @@ cat >"$tmp/six.json" <<'EOF'
 EOF
 sed 's/"moe_top_k": 3/"moe_top_k": 4, "norm_expert_weight": true/' "$tmp/six.json" \
     >"$tmp/six-norm.json"
+# dimensions that are not multiples of 128 (partial FP8 blocks at the edges), 2 K/V heads
+cat >"$tmp/odd.json" <<'EOF'
+{"hidden_size": 320, "num_hidden_layers": 3, "moe_layers_enum": "1", "num_attention_heads": 6,
+ "num_attention_groups": 2, "head_dim": 64, "share_q_dim": 192, "intermediate_size": 448,
+ "moe_num_experts": 12, "moe_top_k": 2, "moe_intermediate_size": 192, "share_expert_dim": 320}
+EOF
 
 # name | afd-mkmodel arguments
 cases=(
@@ -45,6 +51,7 @@ cases=(
     "six-bf16-norm-flat|--config $tmp/six-norm.json --flat --seed 14"
     "six-fp8-norm-sharded|--config $tmp/six-norm.json --dtype fp8 --shard-size 8mb --seed 15"
     "six-mixed|--config $tmp/six.json --mixed --seed 16"
+    "odd-fp8|--config $tmp/odd.json --dtype fp8 --seed 17"
 )
 
 pass=0 failed=0

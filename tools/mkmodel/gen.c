@@ -13,8 +13,7 @@
 #include <string.h>
 
 #include "common/base/alloc.h"
-#include "common/base/clock.h"
-#include "common/base/log.h"
+#include "common/base/progress.h"
 #include "common/base/numfmt.h"
 #include "common/model/safetensors.h"
 #include "tools/mkmodel/mkmodel.h"
@@ -72,28 +71,17 @@ typedef struct gen_ctx {
     size_t f_cap;
     float *scales;       /* block scales of the last FP8 tensor, written as its next tensor */
     uint64_t n_scales;
-    uint64_t done, total; /* bytes, for progress */
-    double t0, t_last;
-    bool quiet;
+    uint64_t done, tensors; /* bytes and tensors written, for progress */
+    afd_progress progress;
     const char *path;
 } gen_ctx;
 
-static void gen_progress(gen_ctx *g, uint64_t bytes) {
-    g->done += bytes;
-    double now = afd_now_s();
-    if (g->quiet || now - g->t_last < 2.0)
-        return;
-    g->t_last = now;
-    double rate = (double)g->done / (now - g->t0);
-    log_info("wrote %.2f of %.2f GB (%.0f%%), %.0f MB/s, about %.0f s left", g->done / 1e9,
-             g->total / 1e9, 100.0 * (double)g->done / (double)g->total, rate / 1e6,
-             (double)(g->total - g->done) / rate);
-}
-
 static int gen_put(gen_ctx *g, const void *data, uint64_t n, afd_err *err) {
     int rc = st_writer_data(g->w, data, n, err);
-    if (rc == 0)
-        gen_progress(g, n);
+    if (rc == 0) {
+        g->done += n;
+        afd_progress_update(&g->progress, g->done, g->tensors);
+    }
     return rc;
 }
 
@@ -193,9 +181,12 @@ static int gen_shard(gen_ctx *g, const mk_plan *p, int shard, uint64_t seed, afd
         return afd_errf(err, rc, "%s: cannot declare tensors: %s", g->path, afd_strerror(rc));
     }
     rc = st_writer_begin(g->w, g->path, "{\"format\":\"pt\"}", err);
-    for (int i = 0; i < p->n && rc == 0; i++)
-        if (p->t[i].shard == shard)
+    for (int i = 0; i < p->n && rc == 0; i++) {
+        if (p->t[i].shard == shard) {
             rc = gen_tensor(g, &p->t[i], seed, err);
+            g->tensors++;
+        }
+    }
     if (rc) {
         st_writer_free(g->w);
         return rc;
@@ -207,9 +198,10 @@ int mk_generate(const mk_plan *p, const mk_spec *spec, const char *dir, bool qui
                 afd_err *err) {
     gen_ctx g = {0};
     g.h = xmalloc(CHUNK * sizeof(uint16_t));
-    g.total = p->total_bytes;
-    g.t0 = g.t_last = afd_now_s();
-    g.quiet = quiet || p->total_bytes < (256u << 20);
+    char label[256];
+    snprintf(label, sizeof label, "writing %s", dir);
+    afd_progress_begin(&g.progress, label, p->total_bytes, (uint64_t)p->n,
+                       quiet ? AFD_PROGRESS_QUIET : 0);
     int rc = 0;
     for (int s = 0; s < p->n_shards && rc == 0; s++) {
         char name[64], path[4096];
@@ -218,6 +210,8 @@ int mk_generate(const mk_plan *p, const mk_spec *spec, const char *dir, bool qui
         g.path = path;
         rc = gen_shard(&g, p, s, spec->seed, err);
     }
+    if (rc == 0)
+        afd_progress_end(&g.progress);
     free(g.f);
     free(g.h);
     free(g.q);
