@@ -1,6 +1,6 @@
 /* cpu.c: the CPU backend object. Picks a kernel table once (ISA feature score), owns the
  * thread pool and per-thread scratch, validates arguments and splits every op into tasks of
- * whole output elements (matmul: panels of CPU_MM_NP output columns; attention: (token, head
+ * whole output elements (matmul: panels of up to CPU_MM_NP output columns; attention: (token, head
  * group); row ops: groups of rows), so no reduction is ever split across threads. */
 #include <assert.h>
 #include <cpuid.h>
@@ -136,16 +136,26 @@ typedef struct mm_job {
     cpu_ctx *c;
     float *y;
     const float *x;
-    int B;
+    int B, width;
     const afd_tensor *w;
 } mm_job;
 
 static void mm_task(void *p, int task, int thread) {
     mm_job *j = p;
-    int n0 = task * CPU_MM_NP, n1 = n0 + CPU_MM_NP;
+    int n0 = task * j->width, n1 = n0 + j->width;
     if (n1 > (int)j->w->rows)
         n1 = (int)j->w->rows;
     j->c->k->matmul_cols(j->y, j->x, j->B, j->w, n0, n1, thread_scratch(j->c, thread));
+}
+
+/* Columns per task: 32 for a few rows of x (streaming, no reuse to gain); for more rows up to
+ * CPU_MM_NP, so the permuted x of a K block serves more columns, while keeping at least 4
+ * tasks per thread. The split never changes a result. */
+static int mm_width(const cpu_ctx *c, int B, int64_t N) {
+    int width = B <= 8 ? 32 : CPU_MM_NP;
+    while (width > 32 && (N + width - 1) / width < 4 * c->n_threads)
+        width /= 2;
+    return width;
 }
 
 static int cpu_matmul(afd_backend *be, float *y, const float *x, int B, const afd_tensor *w) {
@@ -154,8 +164,8 @@ static int cpu_matmul(afd_backend *be, float *y, const float *x, int B, const af
         return AFD_E_UNSUPPORTED;
     if (B <= 0 || w->rows == 0)
         return 0;
-    mm_job j = {c, y, x, B, w};
-    tp_run(c->pool, (int)((w->rows + CPU_MM_NP - 1) / CPU_MM_NP), mm_task, &j);
+    mm_job j = {c, y, x, B, mm_width(c, B, w->rows), w};
+    tp_run(c->pool, (int)((w->rows + j.width - 1) / j.width), mm_task, &j);
     return 0;
 }
 

@@ -18,9 +18,7 @@
 #include "common/backend/backend.h"
 
 #define CPU_SCRATCH_BYTES ((size_t)2 << 20) /* per thread */
-#ifndef CPU_MM_NP
-#define CPU_MM_NP 32                        /* matmul: max output columns per task */
-#endif
+#define CPU_MM_NP 128                       /* matmul: max output columns per task */
 #define CPU_ATT_MAX_HEAD_DIM 1024
 #define CPU_ATT_MAX_HEADS 64                /* attention: max query heads per task */
 

@@ -155,9 +155,10 @@ static void cvt_row(int src, float *d, const uint8_t *row, int n, float scale) {
 #define MM_CMAX 8     /* widest micro-kernel tile (C = 8 for one row of x) */
 /* A padded K block: MM_KC columns plus the zero padding of up to 6 segments. */
 #define MM_KCP_MAX (MM_KC + 6 * 2 * VL)
-/* scratch: acc [MM_RB][CPU_MM_NP][VL], pack [CPU_MM_NP][MM_KCP_MAX + MM_PAD], x buffer */
+#define MM_SUB 32     /* packed path: columns per packed sub-panel */
+/* scratch: acc [MM_RB][CPU_MM_NP][VL], pack [MM_SUB][MM_KCP_MAX + MM_PAD], x buffer */
 #define MM_ACC_FLOATS ((size_t)MM_RB * CPU_MM_NP * VL)
-#define MM_PACK_FLOATS ((size_t)CPU_MM_NP * (MM_KCP_MAX + MM_PAD))
+#define MM_PACK_FLOATS ((size_t)MM_SUB * (MM_KCP_MAX + MM_PAD))
 #define MM_XB_FLOATS (CPU_SCRATCH_BYTES / sizeof(float) - MM_ACC_FLOATS - MM_PACK_FLOATS)
 
 /* Micro-kernel weight sources: raw dtypes, and packed panels (natural, or pair BF16 / FP8). */
@@ -185,23 +186,23 @@ static int pair_len(int src, int64_t kcol0, int kn) {
     return len;
 }
 
-/* n (<= 2*VL) x values in the pair layout: dst[0..VL) = even positions, dst[VL..) = odd. */
-static void x_pair_chunk(float *dst, const float *src, int n) {
-    vf e, o;
-    if (n == 2 * VL)
-        x_pair(src, &e, &o);
-    else
-        x_pairn(src, n, &e, &o);
-    v_store(dst, e);
-    v_store(dst + VL, o);
-}
-
 /* x columns [0, kn) into the padded pair layout (pair_len floats). */
 static void x_layout(float *dst, const float *x, int src, int64_t kcol0, int kn) {
-    for (int k = 0, e; k < kn; k = e) {
-        e = seg_end(src, kcol0, k, kn);
-        for (int j = k; j < e; j += 2 * VL, dst += 2 * VL)
-            x_pair_chunk(dst, x + j, e - j < 2 * VL ? e - j : 2 * VL);
+    vf e, o;
+    for (int k = 0, end; k < kn; k = end) {
+        end = seg_end(src, kcol0, k, kn);
+        int j = k;
+        for (; j + 2 * VL <= end; j += 2 * VL, dst += 2 * VL) {
+            x_pair(x + j, &e, &o);
+            v_store(dst, e);
+            v_store(dst + VL, o);
+        }
+        if (j < end) {
+            x_pairn(x + j, end - j, &e, &o);
+            v_store(dst, e);
+            v_store(dst + VL, o);
+            dst += 2 * VL;
+        }
     }
 }
 
@@ -443,16 +444,17 @@ static int kblock_end(int src, int64_t col0, int k0, int K) {
     return b > k0 ? b : seg_end(src, col0 + k0, 0, K - k0) + k0;
 }
 
-/* Where the micro-kernels of one pass read x and W. */
+/* Where the micro-kernels of one pass read x and W: columns [n0, n0+np) of the view, whose
+ * accumulators start at column c0 of the acc scratch. */
 typedef struct mm_pass {
     const afd_tensor *w;
-    int src, n0, np;
+    int src, n0, np, c0;
     bool raw;
     const float *x; /* row 0 of the pass: natural user rows, or the pair buffer */
     size_t ldx;
     const float *pack;
     int ldp;        /* row stride of the packed panel */
-    const float *const *srow;
+    const float *const *srow; /* block-scale rows of columns n0.. */
 } mm_pass;
 
 /* Every micro-kernel call of one K block [k0, k0+kn) for rb rows. */
@@ -469,7 +471,7 @@ static void mm_block(const mm_pass *p, float *acc, int rb, int k0, int kn) {
                 .ldx = p->ldx,
                 .kcol0 = p->w->col0 + k0,
                 .kn = kn,
-                .acc = acc + ((size_t)r * CPU_MM_NP + c) * VL,
+                .acc = acc + ((size_t)r * CPU_MM_NP + p->c0 + c) * VL,
                 .ldacc = (size_t)CPU_MM_NP * VL,
                 .init = k0 == 0,
             };
@@ -489,14 +491,58 @@ static void mm_block(const mm_pass *p, float *acc, int rb, int k0, int kn) {
     }
 }
 
+/* Raw path: x rows [b0, b0+rb) once in the pair layout (BF16/FP8), then every tile over all
+ * of K straight from the weights. */
+static void mm_raw(mm_pass *p, float *acc, float *xb, const float *x, int b0, int rb, int K) {
+    const int Kp = pair_len(p->src, p->w->col0, K);
+    p->x = x + (size_t)b0 * K;
+    p->ldx = (size_t)K;
+    if (src_pair(p->src)) {
+        for (int r = 0; r < rb; r++)
+            x_layout(xb + (size_t)r * Kp, x + (size_t)(b0 + r) * K, p->src, p->w->col0, K);
+        p->x = xb;
+        p->ldx = (size_t)Kp;
+    }
+    mm_block(p, acc, rb, 0, K);
+}
+
+/* Packed path: per K block, x rows once in the pair layout (BF16/FP8), then per sub-panel of
+ * MM_SUB columns the weights converted once into a packed fp32 panel and reused by every
+ * group of 4 rows. */
+static void mm_packed(mm_pass *p, float *acc, float *xb, const float *x, int b0, int rb, int K,
+                      int n0, int n1, const float *const *srow) {
+    const int src = p->src;
+    const bool pair = src_pair(src);
+    for (int k0 = 0, k1; k0 < K; k0 = k1) {
+        k1 = kblock_end(src, p->w->col0, k0, K);
+        const int kp = pair ? pair_len(src, p->w->col0 + k0, k1 - k0) : round_vl(k1 - k0);
+        p->ldp = kp + MM_PAD;
+        p->x = x + (size_t)b0 * K;
+        p->ldx = (size_t)K;
+        if (pair) {
+            for (int r = 0; r < rb; r++)
+                x_layout(xb + (size_t)r * p->ldp, x + (size_t)(b0 + r) * K + k0, src,
+                         p->w->col0 + k0, k1 - k0);
+            p->x = xb;
+            p->ldx = (size_t)p->ldp;
+        }
+        for (int s0 = n0; s0 < n1; s0 += MM_SUB) {
+            p->n0 = s0;
+            p->np = n1 - s0 < MM_SUB ? n1 - s0 : MM_SUB;
+            p->c0 = s0 - n0;
+            p->srow = srow + (s0 - n0);
+            mm_pack((float *)p->pack, p->ldp, p->w, src, s0, p->np, k0, k1 - k0);
+            mm_block(p, acc, rb, k0, k1 - k0);
+        }
+    }
+}
+
 /* Raw weights (no copy) when the rows of x are few: each weight vector is converted in the
  * micro-kernel and used by up to 4 rows straight from memory, streaming at DRAM speed.
- * Otherwise K blocks of weights are converted once into a packed fp32 panel reused by every
- * group of 4 rows. Same bits either way (tested). */
+ * Otherwise the packed path. Same bits either way (tested). */
 static void matmul_cols(float *y, const float *x, int B, const afd_tensor *w, int n0, int n1,
                         void *scratch) {
     const int K = (int)w->cols, N = (int)w->rows, src = src_of(w->dtype);
-    const bool pair = src_pair(src);
     if (K == 0) {
         mm_zero(y, B, N, n0, n1);
         return;
@@ -506,37 +552,17 @@ static void matmul_cols(float *y, const float *x, int B, const afd_tensor *w, in
     if (src == SRC_E4M3)
         for (int c = 0; c < n1 - n0; c++)
             srow[c] = w->scale + ((w->row0 + n0 + c) / AFD_FP8_BLOCK) * w->scale_ld;
-    const int Kp = pair ? pair_len(src, w->col0, K) : K;
-    mm_pass p = {.w = w, .src = src, .n0 = n0, .np = n1 - n0, .pack = pack, .srow = srow};
+    const int Kp = src_pair(src) ? pair_len(src, w->col0, K) : K;
     for (int b0 = 0; b0 < B; b0 += MM_RB) {
         const int rb = B - b0 < MM_RB ? B - b0 : MM_RB;
-        p.raw = rb <= MM_RAW_MAX && (!pair || (size_t)rb * Kp <= MM_XB_FLOATS);
-        if (p.raw) {
-            if (pair)
-                for (int r = 0; r < rb; r++)
-                    x_layout(xb + (size_t)r * Kp, x + (size_t)(b0 + r) * K, src, w->col0, K);
-            p.x = pair ? xb : x + (size_t)b0 * K;
-            p.ldx = pair ? (size_t)Kp : (size_t)K;
-            mm_block(&p, acc, rb, 0, K);
-        }
-        for (int k0 = 0, k1; !p.raw && k0 < K; k0 = k1) {
-            k1 = kblock_end(src, w->col0, k0, K);
-            const int kp = pair ? pair_len(src, w->col0 + k0, k1 - k0) : round_vl(k1 - k0);
-            p.ldp = kp + MM_PAD;
-            mm_pack(pack, p.ldp, w, src, n0, p.np, k0, k1 - k0);
-            p.x = x + (size_t)b0 * K;
-            p.ldx = (size_t)K;
-            if (pair) {
-                for (int r = 0; r < rb; r++)
-                    x_layout(xb + (size_t)r * p.ldp, x + (size_t)(b0 + r) * K + k0, src,
-                             w->col0 + k0, k1 - k0);
-                p.x = xb;
-                p.ldx = (size_t)p.ldp;
-            }
-            mm_block(&p, acc, rb, k0, k1 - k0);
-        }
+        mm_pass p = {.w = w, .src = src, .n0 = n0, .np = n1 - n0, .pack = pack, .srow = srow};
+        p.raw = rb <= MM_RAW_MAX && (size_t)rb * Kp <= MM_XB_FLOATS;
+        if (p.raw)
+            mm_raw(&p, acc, xb, x, b0, rb, K);
+        else
+            mm_packed(&p, acc, xb, x, b0, rb, K, n0, n1, srow);
         for (int r = 0; r < rb; r++)
-            for (int c = 0; c < p.np; c++)
+            for (int c = 0; c < n1 - n0; c++)
                 y[(size_t)(b0 + r) * N + n0 + c] =
                     v_hsum(v_load(acc + ((size_t)r * CPU_MM_NP + c) * VL));
     }

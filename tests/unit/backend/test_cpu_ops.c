@@ -154,6 +154,9 @@ static const mm_case mm_cases[] = {
     {AFD_DT_F8_E4M3, 260, 500, 7, 45, 48, 333},      /* columns at 48: unaligned for 2*VL 32 */
     {AFD_DT_F8_E4M3, 200, 400, 3, 29, 5, 250},       /* columns at 5: unaligned for all */
     {AFD_DT_BF16, 90, 260, 10, 61, 3, 201},          /* BF16 view at odd offsets */
+    {AFD_DT_BF16, 1100, 200, 0, 1100, 0, 200},       /* wide: 128-column tasks */
+    {AFD_DT_F8_E4M3, 1030, 300, 0, 1030, 0, 300},    /* wide FP8 */
+    {AFD_DT_F16, 1030, 70, 0, 1030, 0, 70},          /* wide F16 */
 };
 #define N_MM_CASES (int)(sizeof mm_cases / sizeof mm_cases[0])
 
