@@ -109,10 +109,20 @@ run: deps all
 
 bench: $(BUILD)/bin/afd-bench
 
+# libFuzzer targets, built only on request (clang): `make fuzz`, then e.g.
+#   build-fuzz/fuzz_safetensors -max_total_time=60 tests/fuzz/corpus/safetensors
+FUZZ_SRC := common/model/safetensors.c common/model/tensor.c common/base/err.c common/base/alloc.c
+.PHONY: fuzz
+fuzz: build-fuzz/fuzz_safetensors
+build-fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c $(FUZZ_SRC) $(wildcard common/*/*.h)
+	@mkdir -p $(@D)
+	clang $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -o $@ \
+	    tests/fuzz/fuzz_safetensors.c $(FUZZ_SRC) $(LDLIBS)
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
