@@ -5,8 +5,9 @@
  *      the views (expert e of a stacked tensor, a TP slice of rows or columns), convert the
  *      small tensors (norms, BF16 scales) into owned fp32 copies; any failure frees everything
  *      and names the tensor;
- *   2. read every page the views cover once (madvise(WILLNEED) + one byte per 4 KiB), so a
- *      daemon is ready when load returns, reporting progress;
+ *   2. read every page the views cover once (madvise WILLNEED, then MADV_POPULATE_READ for
+ *      contiguous spans or one byte per 4 KiB), so a daemon is ready when load returns,
+ *      reporting progress;
  *   3. nothing else: views borrow the st_set's mmap.
  * A part never looks up the other part's tensors (an attnd runs on a checkpoint without
  * experts). Names: docs/checkpoint.md.
@@ -28,8 +29,9 @@
 #include "common/base/numfmt.h"
 #include "common/base/progress.h"
 
-#define TOUCH_STRIDE 4096 /* one byte read per 4 KiB */
-#define NAME_MAX_LEN 256
+#define TOUCH_STRIDE   4096        /* one byte read per 4 KiB */
+#define POPULATE_CHUNK (64u << 20) /* contiguous spans are populated 64 MiB at a time */
+#define NAME_MAX_LEN   256
 
 /* ==== shards ================================================================================ */
 
@@ -436,11 +438,22 @@ static void touch_span(const uint8_t *p, uint64_t n, uintptr_t *last) {
     }
 }
 
-static void advise_willneed(const uint8_t *p, uint64_t n) {
+static uintptr_t page_down(const uint8_t *p) {
     static long page;
     if (!page) page = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
-    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1);
-    (void)madvise((void *)a, (size_t)((uintptr_t)p + n - a), MADV_WILLNEED);
+    return (uintptr_t)p & ~(uintptr_t)(page - 1);
+}
+
+/* A contiguous span: start read-ahead, then map every page with one madvise
+ * (MADV_POPULATE_READ, Linux >= 5.14: no fault per page); older kernels touch each page. */
+static void populate_span(const uint8_t *p, uint64_t n, uintptr_t *last) {
+    uintptr_t a = page_down(p);
+    size_t len = (size_t)((uintptr_t)p + n - a);
+    (void)madvise((void *)a, len, MADV_WILLNEED);
+#ifdef MADV_POPULATE_READ
+    if (madvise((void *)a, len, MADV_POPULATE_READ) == 0) return;
+#endif
+    touch_span(p, n, last);
 }
 
 static void wl_populate(wl *L, const char *label) {
@@ -450,16 +463,20 @@ static void wl_populate(wl *L, const char *label) {
     uintptr_t last = 0;
     for (int i = 0; i < L->n_reg; i++) {
         const region *r = &L->reg[i];
-        if (r->rows * r->row_bytes == 0) continue;
-        if (r->stride == r->row_bytes) {
-            advise_willneed(r->p, r->rows * r->row_bytes);
-            touch_span(r->p, r->rows * r->row_bytes, &last);
-        } else {
-            for (uint64_t k = 0; k < r->rows; k++)
-                touch_span(r->p + k * r->stride, r->row_bytes, &last);
-        }
-        done += r->rows * r->row_bytes;
         items += r->new_tensor;
+        if (r->stride == r->row_bytes) { /* contiguous: in chunks, so progress moves */
+            uint64_t n = r->rows * r->row_bytes;
+            for (uint64_t off = 0; off < n; off += POPULATE_CHUNK) {
+                uint64_t len = n - off < POPULATE_CHUNK ? n - off : POPULATE_CHUNK;
+                populate_span(r->p + off, len, &last);
+                done += len;
+                afd_progress_update(&pr, done, items);
+            }
+            continue;
+        }
+        for (uint64_t k = 0; k < r->rows; k++) /* a column slice: only its bytes of each row */
+            touch_span(r->p + k * r->stride, r->row_bytes, &last);
+        done += r->rows * r->row_bytes;
         afd_progress_update(&pr, done, items);
     }
     afd_progress_update(&pr, L->bytes, (uint64_t)L->n_tensors);
