@@ -439,8 +439,8 @@ static void touch_span(const uint8_t *p, uint64_t n, uintptr_t *last) {
 }
 
 static uintptr_t page_down(const uint8_t *p) {
-    static long page;
-    if (!page) page = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) page = 4096;
     return (uintptr_t)p & ~(uintptr_t)(page - 1);
 }
 
