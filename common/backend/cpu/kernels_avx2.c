@@ -166,6 +166,28 @@ static inline void x_pairn(const float *x, int n, vf *e, vf *o) {
 
 static inline void prefetch(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
 
+/* dst[j][i] = src[i][j] for a VL x VL block of floats (row strides in floats). */
+static inline void transpose_tile(float *dst, size_t ldd, const float *src, size_t lds) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    /* r[4q + m] holds, in 128-bit half L, column 4L + m of rows 4q..4q+3 */
+    for (int m = 0; m < 4; m++) {
+        _mm256_storeu_ps(dst + m * ldd, _mm256_permute2f128_ps(r[m], r[4 + m], 0x20));
+        _mm256_storeu_ps(dst + (4 + m) * ldd, _mm256_permute2f128_ps(r[m], r[4 + m], 0x31));
+    }
+}
+
 /* ---- row kernels that need ISA-specific integer or double code ---- */
 
 /* Sum of x[i]^2 in double: two 4-lane double accumulators (low/high halves of each 8), k

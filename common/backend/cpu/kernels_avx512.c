@@ -136,6 +136,36 @@ static inline void x_pairn(const float *x, int n, vf *e, vf *o) {
 
 static inline void prefetch(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
 
+/* dst[j][i] = src[i][j] for a VL x VL block of floats (row strides in floats). */
+static inline void transpose_tile(float *dst, size_t ldd, const float *src, size_t lds) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = _mm512_loadu_ps(src + i * lds);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    /* r[4q + m] holds, in 128-bit lane L, column 4L + m of rows 4q..4q+3 */
+    for (int m = 0; m < 4; m++) {
+        __m512 a = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x88);      /* lanes 0,2 | 0,2 */
+        __m512 b = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xDD);      /* lanes 1,3 | 1,3 */
+        __m512 c = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x88);
+        __m512 d = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xDD);
+        t[m] = _mm512_shuffle_f32x4(a, c, 0x88);      /* lane 0 of rows 0-15 */
+        t[8 + m] = _mm512_shuffle_f32x4(a, c, 0xDD);  /* lane 2 */
+        t[4 + m] = _mm512_shuffle_f32x4(b, d, 0x88);  /* lane 1 */
+        t[12 + m] = _mm512_shuffle_f32x4(b, d, 0xDD); /* lane 3 */
+    }
+    for (int i = 0; i < 16; i++) /* t[4L + m] is column 4L + m */
+        _mm512_storeu_ps(dst + i * ldd, t[i]);
+}
+
 /* ---- row kernels that need ISA-specific integer or double code ---- */
 
 /* Sum of x[i]^2 in double: two 8-lane double accumulators (even/odd halves of each 16), k

@@ -653,30 +653,49 @@ static void quantize_group(uint8_t *q, float *scale, const float *x, int n) {
 
 #define ATT_PB (2 * VL) /* positions per block */
 
-/* K (which 0) or V (1) of position p, KV head g, as fp32 into dst (zero tail to round_vl). */
-static void att_row(float *dst, const cpu_attn_args *a, const int32_t *blocks, int p, int g,
-                    int which) {
+/* Elements of K (which 0) or V (1) of position p, KV head g; *scale its FP8 scale. */
+static const uint8_t *att_elems(const cpu_attn_args *a, const int32_t *blocks, int p, int g,
+                                int which, float *scale) {
     const afd_kv_layout *kv = a->kv;
     const uint8_t *base = a->pool + (size_t)blocks[p / kv->block_size] * kv->block_bytes +
                           (size_t)a->layer * kv->layer_bytes;
     size_t row = (size_t)(p % kv->block_size) * kv->n_kv_heads + g;
-    int src = src_of(kv->dtype);
-    const uint8_t *e = base + (which ? kv->v_off : kv->k_off) + row * kv->head_dim * src_size(src);
-    float scale = 1.0f;
-    if (src == SRC_E4M3)
-        scale = ((const float *)(base + (which ? kv->vs_off : kv->ks_off)))[row];
-    cvt_row(src, dst, e, kv->head_dim, scale);
+    if (kv->dtype == AFD_DT_F8_E4M3)
+        *scale = ((const float *)(base + (which ? kv->vs_off : kv->ks_off)))[row];
+    return base + (which ? kv->v_off : kv->k_off) + row * kv->head_dim * afd_dtype_size(kv->dtype);
 }
 
-/* Kt[d][p] = rows[p][d] for p < np, 0 for np <= p < ATT_PB. */
-static void att_transpose(float *Kt, const float *rows, int np, int hd, int ldr) {
-    for (int d = 0; d < hd; d++) {
-        float *t = Kt + (size_t)d * ATT_PB;
-        for (int p = 0; p < np; p++)
-            t[p] = rows[(size_t)p * ldr + d];
-        for (int p = np; p < ATT_PB; p++)
-            t[p] = 0.0f;
+/* K or V of position p as fp32 into dst (zero tail to round_vl). */
+static void att_row(float *dst, const cpu_attn_args *a, const int32_t *blocks, int p, int g,
+                    int which) {
+    float scale = 1.0f;
+    const uint8_t *e = att_elems(a, blocks, p, g, which, &scale);
+    cvt_row(src_of(a->kv->dtype), dst, e, a->kv->head_dim, scale);
+}
+
+/* Prefetch K or V rows of positions [p, p+n): the next block streams in while this one
+ * computes. */
+static void att_prefetch(const cpu_attn_args *a, const int32_t *blocks, int p, int n, int g,
+                         int which) {
+    size_t bytes = (size_t)a->kv->head_dim * afd_dtype_size(a->kv->dtype);
+    float scale;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *e = att_elems(a, blocks, p + i, g, which, &scale);
+        for (size_t off = 0; off < bytes; off += 64)
+            prefetch(e + off);
     }
+}
+
+/* Kt[d][p] = rows[p][d] for p < np, 0 for np <= p < ATT_PB, d < hdp (rows: ATT_PB x ldr,
+ * the ones past np are zeroed here). */
+static void att_transpose(float *Kt, float *rows, int np, int hdp, int ldr) {
+    for (int p = np; p < ATT_PB; p++)
+        for (int d = 0; d < hdp; d += VL)
+            v_store(rows + (size_t)p * ldr + d, v_zero());
+    for (int p0 = 0; p0 < ATT_PB; p0 += VL)
+        for (int d0 = 0; d0 < hdp; d0 += VL)
+            transpose_tile(Kt + (size_t)d0 * ATT_PB + p0, ATT_PB, rows + (size_t)p0 * ldr + d0,
+                           (size_t)ldr);
 }
 
 /* S[j][p] = sum_d q[j][d] * Kt[d][p], sequential in d, for HR heads. */
@@ -793,8 +812,8 @@ static void attention(const cpu_attn_args *a, int tok, int h0, int h1, void *scr
     const int seq = a->batch->tok_seq[tok], ctx = a->batch->tok_ctx[tok];
     const int32_t *blocks = a->batch->seq_blocks + (size_t)seq * a->batch->max_blocks;
     const float *q = a->q + ((size_t)tok * a->n_heads + h0) * hd;
-    float *Kt = scratch;                       /* [hd][ATT_PB] */
-    float *V = Kt + (size_t)hd * ATT_PB;       /* [ATT_PB][hdp]: K rows, then V rows */
+    float *Kt = scratch;                       /* [hdp][ATT_PB] */
+    float *V = Kt + (size_t)hdp * ATT_PB;      /* [ATT_PB][hdp]: K rows, then V rows */
     float *P = V + (size_t)ATT_PB * hdp;       /* [nh][ATT_PB] */
     float *O = P + (size_t)nh * ATT_PB;        /* [nh][hdp] */
     float *M = O + (size_t)nh * hdp, *L = M + nh;
@@ -804,9 +823,12 @@ static void attention(const cpu_attn_args *a, int tok, int h0, int h1, void *scr
         M[h] = -INFINITY, L[h] = 0.0f;
     for (int p0 = 0; p0 < ctx; p0 += ATT_PB) {
         const int np = ctx - p0 < ATT_PB ? ctx - p0 : ATT_PB;
+        const int nn = ctx - p0 - np < ATT_PB ? ctx - p0 - np : ATT_PB;
+        att_prefetch(a, blocks, p0, np, g, 1);
+        att_prefetch(a, blocks, p0 + np, nn, g, 0);
         for (int p = 0; p < np; p++)
             att_row(V + (size_t)p * hdp, a, blocks, p0 + p, g, 0);
-        att_transpose(Kt, V, np, hd, hdp);
+        att_transpose(Kt, V, np, hdp, hdp);
         int h = 0;
         for (; h + 8 <= nh; h += 8)
             att_qk8(Kt, q + (size_t)h * hd, hd, P + (size_t)h * ATT_PB);
