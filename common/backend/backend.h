@@ -88,25 +88,31 @@ typedef struct afd_backend_iface {
     void (*sync)(afd_backend *be);
 
     /* y[b][n] = sum_k x[b][k] * W[n][k] for b < B, n < W.rows, k < W.cols.
-     * x: [B, W.cols] fp32, y: [B, W.rows] fp32 (contiguous). W: F32, BF16, F16 or block-FP8. */
+     * x: [B, W.cols] fp32, y: [B, W.rows] fp32 (contiguous). W: F32, BF16, F16 or block-FP8
+     * (any view: row0/col0 offsets, partial edge blocks). FP8 codes 0x7f/0xff (NaN) are not
+     * valid weights: their result is unspecified. AFD_E_UNSUPPORTED for another dtype. */
     int (*matmul)(afd_backend *be, float *y, const float *x, int B, const afd_tensor *w);
     /* Rows of an embedding table: out[b] = fp32(E[ids[b]]), ids already range-checked. */
     int (*embed)(afd_backend *be, float *out, const afd_tensor *e, const int32_t *ids, int B);
-    /* y[b] = x[b] / sqrt(mean(x[b]^2) + eps) * w, over n; y may equal x. */
+    /* y[b] = x[b] / sqrt(mean(x[b]^2) + eps) * w, over n; y may equal x. CPU: the sum of
+     * squares in double, r = (float)(1/sqrt(ss/n + eps)), y = (x * r) * w in fp32. */
     void (*rmsnorm)(afd_backend *be, float *y, const float *x, const float *w, int B, int n,
                     float eps);
     /* NeoX rotary embedding in place on x: [B, n_heads*head_dim] with row stride `ld` floats;
      * dim i pairs with i + head_dim/2; angle = pos[b] * theta^(-2i/head_dim), computed in
-     * double, cos/sin rounded to float. */
+     * double, cos/sin rounded to float; x0' = x0*c - x1*s, x1' = x0*s + x1*c with every
+     * product rounded (no fma): the same bits on every CPU variant. head_dim even. */
     void (*rope)(afd_backend *be, float *x, int B, int ld, int n_heads, int head_dim,
                  const int32_t *pos, double theta);
     /* Store K and V rows (fp32 [n_tok, n_kv_heads*head_dim]) at slots[i] = block*bs + offset,
-     * converting to the cache dtype (FP8: per token per head scale = amax/448). */
+     * converting to the cache dtype (BF16: RNE; FP8: per token per head, the quantize_fp8
+     * rule with group = head_dim, bit-identical). A negative slot skips that token. */
     void (*kv_store)(afd_backend *be, const afd_kv_layout *kv, void *pool, int layer, int n_tok,
                      const int32_t *slots, const float *k, const float *v);
     /* out[i] = softmax(q[i] . K^T * scale) V over the positions batch->tok_ctx[i] of its
-     * sequence, for n_heads query heads sharing n_kv_heads K/V heads (GQA; Step-3: 1).
-     * q, out: [n_tok, n_heads*head_dim]. Softmax in fp32 with max subtraction. */
+     * sequence, for n_heads query heads sharing n_kv_heads K/V heads (GQA; Step-3: 1);
+     * n_heads a multiple of n_kv_heads. q, out: [n_tok, n_heads*head_dim]. Softmax in fp32
+     * with max subtraction; each (token, head) depends only on its own q, ctx and cache. */
     void (*attention)(afd_backend *be, float *out, const float *q, int n_heads,
                       const afd_kv_layout *kv, const void *pool, int layer,
                       const afd_attn_batch *batch, float scale);

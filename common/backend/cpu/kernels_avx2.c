@@ -148,6 +148,16 @@ static inline void w_e4m3_pairn(const uint8_t *p, int n, vf *e, vf *o) {
     memcpy(t, p, (size_t)n);
     w_e4m3_pair(t, e, o);
 }
+/* Two pair chunks (4*VL bytes) at once: the integer work done once on a whole ymm. */
+static inline void w_e4m3_quad(const uint8_t *p, vf *e0, vf *o0, vf *e1, vf *o1) {
+    __m256i w = _mm256_loadu_si256((const __m256i *)p), m = _mm256_set1_epi16((short)0xBF80);
+    __m256i ev = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(w, 8), 1), m);
+    __m256i od = _mm256_and_si256(_mm256_srai_epi16(w, 1), m);
+    *e0 = _mm256_cvtph_ps(_mm256_castsi256_si128(ev));
+    *o0 = _mm256_cvtph_ps(_mm256_castsi256_si128(od));
+    *e1 = _mm256_cvtph_ps(_mm256_extracti128_si256(ev, 1));
+    *o1 = _mm256_cvtph_ps(_mm256_extracti128_si256(od, 1));
+}
 static inline void x_pair_split(vf x0, vf x1, vf *e, vf *o) {
     /* per 128-bit half: (x0[0], x0[2], x1[0], x1[2]); then 64-bit quarters in order 0 2 1 3 */
     *e = _mm256_castpd_ps(

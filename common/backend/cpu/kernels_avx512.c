@@ -119,6 +119,16 @@ static inline void w_e4m3_pair(const uint8_t *p, vf *e, vf *o) {
 static inline void w_e4m3_pairn(const uint8_t *p, int n, vf *e, vf *o) {
     e4m3_pair_cvt(_mm256_maskz_loadu_epi8(lanes32(n), p), e, o);
 }
+/* Two pair chunks (4*VL bytes) at once: the integer work done once on a whole zmm. */
+static inline void w_e4m3_quad(const uint8_t *p, vf *e0, vf *o0, vf *e1, vf *o1) {
+    __m512i w = _mm512_loadu_si512(p), m = _mm512_set1_epi16((short)0xBF80);
+    __m512i ev = _mm512_and_si512(_mm512_srai_epi16(_mm512_slli_epi16(w, 8), 1), m);
+    __m512i od = _mm512_and_si512(_mm512_srai_epi16(w, 1), m);
+    *e0 = _mm512_cvtph_ps(_mm512_castsi512_si256(ev));
+    *o0 = _mm512_cvtph_ps(_mm512_castsi512_si256(od));
+    *e1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(ev, 1));
+    *o1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(od, 1));
+}
 static inline void x_pair_split(vf x0, vf x1, vf *e, vf *o) {
     const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);

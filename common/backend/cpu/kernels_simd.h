@@ -5,12 +5,11 @@
  *
  * Reduction orders (the numerics contract of this variant, identical for every batch size,
  * batch composition and thread count):
- *   matmul    output (b, n) owns one VL-lane accumulator; lane j sums k = j, j+VL, j+2VL, ...
- *             in increasing k with fma(w, x, acc); the K tail is a zero-padded partial
- *             vector; then v_hsum (fixed tree). Weights become exact fp32 first (FP8: e4m3 *
- *             block scale, rounded once). Micro-kernels of 1..4 rows x 1 or 4 columns, raw or
- *             packed weights, K-blocked or not: all run exactly this per-output sequence (the
- *             accumulator is carried exactly through memory between K blocks).
+ *   matmul    output (b, n) owns one VL-lane accumulator; the lane layout and the per-output
+ *             FMA sequence are fixed by the dtype (see "matmul" below); then v_hsum (a fixed
+ *             tree). Micro-kernels of 1..4 rows x 1, 4 or 8 columns, raw or packed weights,
+ *             K-blocked or not: all run exactly this sequence (the accumulator is carried
+ *             exactly through memory between K blocks).
  *   attention per (token, head): score(p) = sequential fma over d (as generic), times scale;
  *             online softmax over blocks of 2*VL positions; out[d] sums p in increasing order,
  *             rescaled when the running max grows; finally divided by the running sum.
@@ -146,9 +145,6 @@ static void cvt_row(int src, float *d, const uint8_t *row, int n, float scale) {
 #endif
 #define MM_RB 64      /* rows of x per pass (accumulator scratch) */
 #define MM_RAW_MAX 8  /* up to this many rows: raw weights, converted in the micro-kernel */
-#ifndef MM_PF
-#define MM_PF 0       /* software prefetch distance of streamed weights, bytes (0 = off) */
-#endif
 #ifndef MM_PAD
 #define MM_PAD 16     /* row padding of packed panels (floats): no 4 KiB aliasing */
 #endif
@@ -246,7 +242,8 @@ typedef struct mm_blk {
     float *acc;             /* accumulator (r, c) at acc + r*ldacc + c*VL */
     size_t ldacc;
     bool init;              /* first K block: start from 0 */
-    int pf;                 /* software prefetch distance in bytes (raw weights), 0 = none */
+    bool pf_next;           /* raw weights: prefetch the same columns of the next C rows
+                               (the next tile), doubling the streams in flight */
 } mm_blk;
 
 /* One pair chunk: weights at column kw (raw: natural; packed: padded), x at padded column kx;
@@ -255,10 +252,10 @@ ALWAYS void mm_pair_chunk(const int R, const int C, const int mk, const mm_blk *
                           vf a[4][MM_CMAX], int kw, int kx, int n) {
     vf we[MM_CMAX], wo[MM_CMAX];
     const bool packed = mk == MK_PBF16 || mk == MK_PE4M3;
-    if (!packed && m->pf)
+    if (!packed && m->pf_next)
 #pragma GCC unroll 8
         for (int c = 0; c < C; c++)
-            prefetch(m->w + c * m->ldw + (size_t)kw * (mk == MK_BF16 ? 2 : 1) + m->pf);
+            prefetch(m->w + (c + C) * m->ldw + (size_t)kw * (mk == MK_BF16 ? 2 : 1));
 #pragma GCC unroll 8
     for (int c = 0; c < C; c++) {
         if (packed) {
@@ -281,14 +278,55 @@ ALWAYS void mm_pair_chunk(const int R, const int C, const int mk, const mm_blk *
     }
 }
 
+/* Two full chunks of raw FP8 weights at natural column kw (x at padded kx): the same FMA
+ * sequence as two mm_pair_chunk calls, with the byte work shared. */
+ALWAYS void mm_e4m3_chunk2(const int R, const int C, const mm_blk *m, vf a[4][MM_CMAX], int kw,
+                           int kx) {
+    vf we0[MM_CMAX], wo0[MM_CMAX], we1[MM_CMAX], wo1[MM_CMAX];
+    if (m->pf_next)
+#pragma GCC unroll 8
+        for (int c = 0; c < C; c++) {
+            prefetch(m->w + (c + C) * m->ldw + (size_t)kw);
+            prefetch(m->w + (c + C) * m->ldw + (size_t)kw + 2 * VL);
+        }
+#pragma GCC unroll 8
+    for (int c = 0; c < C; c++)
+        w_e4m3_quad(m->w + c * m->ldw + kw, &we0[c], &wo0[c], &we1[c], &wo1[c]);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        const float *xr = m->x + r * m->ldx + kx;
+        vf xe0 = v_load(xr), xo0 = v_load(xr + VL), xe1 = v_load(xr + 2 * VL);
+        vf xo1 = v_load(xr + 3 * VL);
+#pragma GCC unroll 8
+        for (int c = 0; c < C; c++) {
+            a[r][c] = v_fma(we0[c], xe0, a[r][c]);
+            a[r][c] = v_fma(wo0[c], xo0, a[r][c]);
+            a[r][c] = v_fma(we1[c], xe1, a[r][c]);
+            a[r][c] = v_fma(wo1[c], xo1, a[r][c]);
+        }
+    }
+}
+
 /* The chunks of view columns [k, end), starting at padded column kx. */
 ALWAYS void mm_pair_seg(const int R, const int C, const int mk, const mm_blk *m,
                         vf a[4][MM_CMAX], int k, int end, int kx) {
     const bool packed = mk == MK_PBF16 || mk == MK_PE4M3;
-    if (end - k == AFD_FP8_BLOCK && (mk == MK_E4M3 || mk == MK_PE4M3)) {
+    if (end - k == AFD_FP8_BLOCK && mk == MK_E4M3 && C <= 4) {
+#pragma GCC unroll 8
+        for (int j = 0; j < AFD_FP8_BLOCK; j += 4 * VL)
+            mm_e4m3_chunk2(R, C, m, a, k + j, kx + j);
+        return;
+    }
+    if (end - k == AFD_FP8_BLOCK && mk == MK_E4M3) {
 #pragma GCC unroll 8
         for (int j = 0; j < AFD_FP8_BLOCK; j += 2 * VL)
-            mm_pair_chunk(R, C, mk, m, a, packed ? kx + j : k + j, kx + j, 2 * VL);
+            mm_pair_chunk(R, C, mk, m, a, k + j, kx + j, 2 * VL);
+        return;
+    }
+    if (end - k == AFD_FP8_BLOCK && mk == MK_PE4M3) {
+#pragma GCC unroll 8
+        for (int j = 0; j < AFD_FP8_BLOCK; j += 2 * VL)
+            mm_pair_chunk(R, C, mk, m, a, kx + j, kx + j, 2 * VL);
         return;
     }
     for (; k < end; k += 2 * VL, kx += 2 * VL)
@@ -334,10 +372,10 @@ ALWAYS void mm_natural_run(const int R, const int C, const int mk, const mm_blk 
     int k = 0;
     for (; k + VL <= m->kn; k += VL) {
         vf wv[MM_CMAX];
-        if (m->pf)
+        if (m->pf_next)
 #pragma GCC unroll 8
             for (int c = 0; c < C; c++)
-                prefetch(m->w + c * m->ldw + (size_t)k * src_size(src) + m->pf);
+                prefetch(m->w + (c + C) * m->ldw + (size_t)k * src_size(src));
 #pragma GCC unroll 8
         for (int c = 0; c < C; c++)
             wv[c] = wload(src, m->w + c * m->ldw, k, one);
@@ -400,7 +438,7 @@ typedef void (*mm_fn)(const mm_blk *m);
     static void mm_##MK##_##R##x##C(const mm_blk *m) { mm_micro(R, C, MK, m); }
 #define MM_DEF_R(MK)                                                                               \
     MM_DEF(MK, 1, 1) MM_DEF(MK, 2, 1) MM_DEF(MK, 3, 1) MM_DEF(MK, 4, 1)                            \
-    MM_DEF(MK, 1, 4) MM_DEF(MK, 2, 4) MM_DEF(MK, 3, 4) MM_DEF(MK, 4, 4)
+    MM_DEF(MK, 1, 8) MM_DEF(MK, 2, 4) MM_DEF(MK, 3, 4) MM_DEF(MK, 4, 4)
 MM_DEF_R(MK_F32)
 MM_DEF_R(MK_BF16)
 MM_DEF_R(MK_F16)
@@ -408,9 +446,10 @@ MM_DEF_R(MK_E4M3)
 MM_DEF_R(MK_PBF16)
 MM_DEF_R(MK_PE4M3)
 #define MM_ROW(MK)                                                                                 \
-    {{mm_##MK##_1x1, mm_##MK##_1x4}, {mm_##MK##_2x1, mm_##MK##_2x4},                                \
+    {{mm_##MK##_1x1, mm_##MK##_1x8}, {mm_##MK##_2x1, mm_##MK##_2x4},                                \
      {mm_##MK##_3x1, mm_##MK##_3x4}, {mm_##MK##_4x1, mm_##MK##_4x4}}
-/* [kind][R - 1][wide]: wide is C = 8 for R = 1, else C = 4; narrow is C = 1 */
+/* [kind][R - 1][wide]: wide is C = 8 for one row of x (eight weight rows streaming at once
+ * keep more memory requests in flight), else C = 4; narrow is C = 1 */
 static const mm_fn mm_fns[N_MK][4][2] = {MM_ROW(MK_F32),  MM_ROW(MK_BF16),  MM_ROW(MK_F16),
                                          MM_ROW(MK_E4M3), MM_ROW(MK_PBF16), MM_ROW(MK_PE4M3)};
 
@@ -465,7 +504,7 @@ static void mm_block(const mm_pass *p, float *acc, int rb, int k0, int kn) {
     for (int r = 0; r < rb; r += 4) {
         const int R = rb - r < 4 ? rb - r : 4;
         for (int c = 0; c < p->np;) {
-            const int C = p->np - c >= 4 ? 4 : 1;
+            const int wide = R == 1 ? 8 : 4, C = p->np - c >= wide ? wide : 1;
             mm_blk m = {
                 .x = p->x + (size_t)r * p->ldx + (pair || p->raw ? 0 : k0),
                 .ldx = p->ldx,
@@ -480,7 +519,7 @@ static void mm_block(const mm_pass *p, float *acc, int rb, int k0, int kn) {
             if (p->raw) {
                 m.w = (const uint8_t *)p->w->data + ((size_t)(p->n0 + c) * p->w->ld + k0) * es;
                 m.ldw = (size_t)p->w->ld * es;
-                m.pf = MM_PF;
+                m.pf_next = true;
             } else {
                 m.w = (const uint8_t *)(p->pack + (size_t)c * p->ldp);
                 m.ldw = (size_t)p->ldp * sizeof(float);
