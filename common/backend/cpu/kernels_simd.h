@@ -342,23 +342,33 @@ ALWAYS void mm_bf16_run(const int R, const int C, const int mk, const mm_blk *m,
 /* FP8 (raw or packed): per segment a partial sum in registers, then
  * acc = fma(partial, 256 * block scale, acc) in memory. */
 ALWAYS void mm_e4m3_run(const int R, const int C, const int mk, const mm_blk *m) {
+    /* locals: the stores below must not make the compiler reload m (it cannot see they do
+     * not alias) */
+    float *const acc = m->acc;
+    const size_t ldacc = m->ldacc;
+    const int64_t kcol0 = m->kcol0;
+    const int kn = m->kn;
+    const float *srow[MM_CMAX];
+#pragma GCC unroll 8
+    for (int c = 0; c < C; c++)
+        srow[c] = m->srow[c];
     vf p[4][MM_CMAX];
-    for (int k = 0, kx = 0, end; k < m->kn; kx += round_to(end - k, 2 * VL), k = end) {
-        end = seg_end(SRC_E4M3, m->kcol0, k, m->kn);
+    for (int k = 0, kx = 0, end; k < kn; kx += round_to(end - k, 2 * VL), k = end) {
+        end = seg_end(SRC_E4M3, kcol0, k, kn);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
             for (int c = 0; c < C; c++)
                 p[r][c] = v_zero();
         mm_pair_seg(R, C, mk, m, p, k, end, kx);
-        int64_t blk = (m->kcol0 + k) / AFD_FP8_BLOCK;
+        int64_t blk = (kcol0 + k) / AFD_FP8_BLOCK;
 #pragma GCC unroll 8
         for (int c = 0; c < C; c++) {
-            vf s = v_set1(m->srow[c][blk] * 256.0f);
+            vf s = v_set1(srow[c][blk] * 256.0f);
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
-                float *acc = m->acc + r * m->ldacc + c * VL;
-                v_store(acc, v_fma(p[r][c], s, v_load(acc)));
+                float *a = acc + r * ldacc + c * VL;
+                v_store(a, v_fma(p[r][c], s, v_load(a)));
             }
         }
     }
@@ -405,13 +415,15 @@ ALWAYS void mm_natural_run(const int R, const int C, const int mk, const mm_blk 
 
 /* The one per-output sequence (see above), for an R x C tile. */
 ALWAYS void mm_micro(const int R, const int C, const int mk, const mm_blk *m) {
+    float *const acc = m->acc;
+    const size_t ldacc = m->ldacc;
     if (mk == MK_E4M3 || mk == MK_PE4M3) {
         if (m->init)
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
                 for (int c = 0; c < C; c++)
-                    v_store(m->acc + r * m->ldacc + c * VL, v_zero());
+                    v_store(acc + r * ldacc + c * VL, v_zero());
         mm_e4m3_run(R, C, mk, m);
         return;
     }
@@ -420,7 +432,7 @@ ALWAYS void mm_micro(const int R, const int C, const int mk, const mm_blk *m) {
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
         for (int c = 0; c < C; c++)
-            a[r][c] = m->init ? v_zero() : v_load(m->acc + r * m->ldacc + c * VL);
+            a[r][c] = m->init ? v_zero() : v_load(acc + r * ldacc + c * VL);
     if (mk == MK_BF16 || mk == MK_PBF16)
         mm_bf16_run(R, C, mk, m, a);
     else
@@ -429,7 +441,7 @@ ALWAYS void mm_micro(const int R, const int C, const int mk, const mm_blk *m) {
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
         for (int c = 0; c < C; c++)
-            v_store(m->acc + r * m->ldacc + c * VL, a[r][c]);
+            v_store(acc + r * ldacc + c * VL, a[r][c]);
 }
 
 typedef void (*mm_fn)(const mm_blk *m);
