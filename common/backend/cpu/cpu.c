@@ -6,6 +6,7 @@
 #include <cpuid.h>
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,12 +65,14 @@ bool cpu_avx512_usable(void) {
 #define XFEATURE_XTILEDATA 18
 
 bool cpu_amx_usable(void) {
-    static int state = -1; /* benign race: every thread computes the same answer */
-    if (state < 0) {
+    static _Atomic int state = -1; /* every thread computes the same answer */
+    int s = atomic_load(&state);
+    if (s < 0) {
         bool hw = cpuid_bit(7, 0, 3, 22) /* amx-bf16 */ && cpuid_bit(7, 0, 3, 24) /* amx-tile */;
-        state = hw && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+        s = hw && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+        atomic_store(&state, s);
     }
-    return state == 1;
+    return s == 1;
 }
 
 /* Variants implemented in this build, best first, with their feature test. */
