@@ -13,7 +13,7 @@ BUILD   ?= build
 SAN     ?=
 OPT     ?= -O2
 
-PKGS     := jansson
+PKGS     := jansson libevent ucx
 CPPFLAGS := -I. -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CFLAGS   := -std=c11 $(OPT) -g -Wall -Wextra -Werror -march=x86-64-v3 -fno-plt -pthread \
             -Wshadow -Wno-unused-parameter
@@ -31,7 +31,8 @@ endif
 AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mfma -mf16c
 AMX_FLAGS    := $(AVX512_FLAGS) -mamx-tile -mamx-bf16
 
-COMMON_DIRS := common/base common/model common/backend common/backend/cpu common/layers
+# common/ and proto/ go into one archive that every binary and test links.
+COMMON_DIRS := common/base common/model common/backend common/backend/cpu common/layers proto
 COMMON_SRC  := $(foreach d,$(COMMON_DIRS),$(wildcard $(d)/*.c))
 COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 LIBCOMMON   := $(BUILD)/lib/libafd_common.a
@@ -96,6 +97,7 @@ test: deps
 	@$(MAKE) --no-print-directory all tests
 	@tests/run-unit.sh $(BUILD)
 	@tests/run-integ.sh $(BUILD)
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 test-unit: all tests
 	@tests/run-unit.sh $(BUILD)
@@ -111,13 +113,20 @@ bench: $(BUILD)/bin/afd-bench
 
 # libFuzzer targets, built only on request (clang): `make fuzz`, then e.g.
 #   build-fuzz/fuzz_safetensors -max_total_time=60 tests/fuzz/corpus/safetensors
-FUZZ_SRC := common/model/safetensors.c common/model/tensor.c common/base/err.c common/base/alloc.c
-.PHONY: fuzz
-fuzz: build-fuzz/fuzz_safetensors
-build-fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c $(FUZZ_SRC) $(wildcard common/*/*.h)
+# `make fuzz-smoke` (part of `make test`) builds them and runs each briefly on its corpus.
+FUZZ_BASE := common/base/err.c common/base/alloc.c
+FUZZ_safetensors_SRC := common/model/safetensors.c common/model/tensor.c $(FUZZ_BASE)
+FUZZ_wire_SRC := proto/wire.c $(FUZZ_BASE)
+FUZZ_TARGETS := safetensors $(if $(wildcard proto/wire.c tests/fuzz/fuzz_wire.c),wire)
+FUZZ_SECONDS ?= 15
+.PHONY: fuzz fuzz-smoke
+fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard common/*/*.h proto/*.h) $(wildcard common/*/*.c proto/*.c)
 	@mkdir -p $(@D)
 	clang $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -o $@ \
-	    tests/fuzz/fuzz_safetensors.c $(FUZZ_SRC) $(LDLIBS)
+	    $< $(FUZZ_$*_SRC) $(LDLIBS)
+fuzz-smoke: fuzz
+	@tests/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

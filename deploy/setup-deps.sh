@@ -7,7 +7,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
 debs=(
-    pkg-config make gcc clang
+    pkg-config make gcc clang libclang-rt-14-dev
     libucx-dev ucx-utils
     libevent-dev libjansson-dev libssl-dev libsystemd-dev
     libpcre2-dev libcriterion-dev
