@@ -5,7 +5,7 @@
 #   make run        generate the tiny model if needed and run a short generation
 #   make bench      build afd-bench
 # Sources are found by wildcard: a new .c file in a module directory is built without editing
-# this file. Files named *_avx512.c / *_amx.c get the matching ISA flags; everything else is
+# this file. Files named *_avx512.c / *_vbmi.c / *_amx.c get the matching ISA flags; everything else is
 # built for the x86-64-v3 baseline.
 
 CC      ?= gcc
@@ -32,7 +32,7 @@ AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mfma -m
 AMX_FLAGS    := $(AVX512_FLAGS) -mamx-tile -mamx-bf16
 
 # common/ and proto/ go into one archive that every binary and test links.
-COMMON_DIRS := common/base common/model common/backend common/backend/cpu common/layers proto
+COMMON_DIRS := common/base common/model common/backend common/backend/cpu common/layers common/net proto
 COMMON_SRC  := $(foreach d,$(COMMON_DIRS),$(wildcard $(d)/*.c))
 COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 LIBCOMMON   := $(BUILD)/lib/libafd_common.a
@@ -70,6 +70,7 @@ $(BUILD)/obj/%.o: %.c
 
 $(BUILD)/obj/%_avx512.o: EXTRA_CFLAGS = $(AVX512_FLAGS)
 $(BUILD)/obj/%_amx.o: EXTRA_CFLAGS = $(AMX_FLAGS)
+$(BUILD)/obj/%_vbmi.o: EXTRA_CFLAGS = $(AVX512_FLAGS) -mavx512vbmi
 
 # The numfmt/CUDA bit-identity test compiles cuda_fp8.h's host conversions (plain C) when the
 # headers exist; otherwise the test binary holds one skipped test.
