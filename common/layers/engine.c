@@ -6,6 +6,7 @@
 
 #include "common/base/alloc.h"
 #include "common/base/log.h"
+#include "common/base/numfmt.h"
 
 void afd_engine_opts_default(afd_engine_opts *o) {
     memset(o, 0, sizeof *o);
@@ -14,6 +15,7 @@ void afd_engine_opts_default(afd_engine_opts *o) {
     o->kv_blocks = 0;
     o->exact = false;
     o->fp8_group = 0;
+    o->f2a_dtype = AFD_DT_BF16;
 }
 
 int afd_engine_init(afd_engine *e, afd_backend *be, const afd_weights *w,
@@ -29,8 +31,14 @@ int afd_engine_init(afd_engine *e, afd_backend *be, const afd_weights *w,
     if (group < 1 || cfg->hidden % group != 0)
         return afd_errf(err, -EINVAL, "fp8 group %d does not divide hidden %d", group,
                         cfg->hidden);
+    if (o->f2a_dtype != AFD_DT_BF16 && o->f2a_dtype != AFD_DT_F8_E4M3 &&
+        o->f2a_dtype != AFD_DT_F32)
+        return afd_errf(err, -EINVAL, "f2a dtype %s not supported (BF16, F8_E4M3, F32)",
+                        afd_dtype_name(o->f2a_dtype));
     e->be = be, e->w = w, e->cfg = cfg, e->opts = *o;
     e->opts.fp8_group = group;
+    if (o->exact)
+        e->opts.f2a_dtype = AFD_DT_F32;
     afd_kv_layout layout;
     afd_kv_layout_init(&layout, o->kv_dtype, o->block_size, cfg->n_layers, cfg->n_kv_heads,
                        cfg->head_dim);
@@ -198,8 +206,21 @@ int afd_ffn_local(afd_engine *e, afd_runstate *rs, int layer) {
                              rs->n_tok, rs->ids, rs->wts);
     if (rc)
         return rc;
+    afd_f2a_round(e, rs, rs->ffo, rs->n_tok);
     afd_ffn_finish(e, rs);
     return 0;
+}
+
+void afd_f2a_round(afd_engine *e, afd_runstate *rs, float *y, int T) {
+    size_t n = (size_t)T * (size_t)e->cfg->hidden;
+    if (e->opts.f2a_dtype == AFD_DT_BF16) {
+        for (size_t i = 0; i < n; i++)
+            y[i] = afd_bf16_to_f32(afd_f32_to_bf16(y[i]));
+    } else if (e->opts.f2a_dtype == AFD_DT_F8_E4M3) {
+        afd_be_quantize_fp8(e->be, rs->fq, rs->fscale, y, T, e->cfg->hidden, e->opts.fp8_group);
+        afd_be_dequantize_fp8(e->be, y, rs->fq, rs->fscale, T, e->cfg->hidden,
+                              e->opts.fp8_group);
+    }
 }
 
 void afd_ffn_finish(afd_engine *e, afd_runstate *rs) {

@@ -7,6 +7,7 @@
  *   afd_ffn_prepare   f = RMSNorm(x; post); MoE: router softmax top-k on f (fp32);
  *                     unless exact: f -> FP8 e4m3 per token (what the A2F wire carries) -> f
  *   afd_ffn_local     x += FFN(f) with local weights (single process)   [attnd: remote, ffnd]
+ *                     unless exact: FFN(f) rounded as the F2A wire carries it (BF16)
  *
  * then afd_step_logits: final RMSNorm and lm_head for the wanted tokens. afd_engine_forward
  * runs the whole sequence of calls; attnd drives the same functions with the FFN done remotely
@@ -34,6 +35,9 @@ typedef struct afd_engine_opts {
     int kv_blocks;      /* blocks in the pool; 0 = enough for max_seq * max_pos... capped */
     bool exact;         /* no FP8 quantization of the FFN input */
     int fp8_group;      /* FP8 scale group along hidden: 0 = one scale per token */
+    afd_dtype f2a_dtype; /* the F2A wire (FFN partial sums back to attention): BF16 (default),
+                            F8_E4M3 (scales as fp8_group) or F32; exact forces F32. Local FFN
+                            output is rounded the same way, so one-shard AFD matches bitwise. */
 } afd_engine_opts;
 
 typedef struct afd_engine {
@@ -97,6 +101,9 @@ int afd_step_begin(afd_engine *e, afd_runstate *rs, const afd_fwd_batch *b);
 int afd_attn_layer(afd_engine *e, afd_runstate *rs, int layer);
 int afd_ffn_prepare(afd_engine *e, afd_runstate *rs, int layer);
 int afd_ffn_local(afd_engine *e, afd_runstate *rs, int layer);
+/* Rounds y[T, hidden] in place as the F2A wire carries it (e->opts.f2a_dtype; F32: as is),
+ * using rs->fq / rs->fscale as scratch for FP8. */
+void afd_f2a_round(afd_engine *e, afd_runstate *rs, float *y, int T);
 /* x += ffo (the FFN output, local or summed from shards). */
 void afd_ffn_finish(afd_engine *e, afd_runstate *rs);
 /* logits[n_want, vocab] for the wanted tokens, in batch order. */

@@ -82,8 +82,8 @@ static int moe_forward(afd_ffn_scratch *s, const afd_model_config *cfg,
                        float *out, const float *f, int T, const int32_t *ids, const float *w) {
     int k = cfg->top_k, rc = 0;
     size_t H = (size_t)cfg->hidden;
-    /* 1. the shared expert (unweighted), or zero */
-    if (with_shared)
+    /* 1. the shared expert (unweighted; this shard's slice, possibly empty), or zero */
+    if (with_shared && lw->shared.gate.rows > 0)
         rc = swiglu_mlp(s, &lw->shared, out, f, T);
     else
         memset(out, 0, (size_t)T * H * sizeof(float));
@@ -108,7 +108,7 @@ int afd_ffn_forward(afd_ffn_scratch *s, const afd_model_config *cfg, const afd_l
                     const afd_shard *shard, bool with_shared, float *out, const float *f, int T,
                     const int32_t *ids, const float *w) {
     if (!lw->is_moe) {
-        if (with_shared)
+        if (with_shared && lw->dense.gate.rows > 0)
             return swiglu_mlp(s, &lw->dense, out, f, T);
         memset(out, 0, (size_t)T * (size_t)cfg->hidden * sizeof(float));
         return 0;

@@ -36,22 +36,53 @@
 /* ==== shards ================================================================================ */
 
 afd_shard afd_shard_full(const afd_model_config *cfg) {
-    afd_shard s = {0, cfg->n_experts, 0, 1};
+    afd_shard s = {0, cfg->n_experts, 0, 1, 0, 1};
     return s;
 }
 
-void afd_shard_inter(const afd_shard *sh, int inter, int *i0, int *i1) {
-    int64_t size = sh && sh->tp_size > 0 ? sh->tp_size : 1, rank = sh ? sh->tp_rank : 0;
+int afd_shard_group(const afd_model_config *cfg, int ep_rank, int ep_size, int tp_rank,
+                    int tp_size, afd_shard *out, afd_err *err) {
+    if (ep_size < 1 || ep_rank < 0 || ep_rank >= ep_size || tp_size < 1 || tp_rank < 0 ||
+        tp_rank >= tp_size)
+        return afd_errf(err, -EINVAL, "shard: ep %d/%d, tp %d/%d: need 0 <= rank < size",
+                        ep_rank, ep_size, tp_rank, tp_size);
+    if (cfg->n_experts > 0 && ep_size > cfg->n_experts)
+        return afd_errf(err, -EINVAL, "shard: ep_size %d > moe_num_experts %d", ep_size,
+                        cfg->n_experts);
+    int64_t E = cfg->n_experts;
+    afd_shard s = {(int)(E * ep_rank / ep_size), (int)(E * (ep_rank + 1) / ep_size), tp_rank,
+                   tp_size, ep_rank * tp_size + tp_rank, ep_size * tp_size};
+    *out = s;
+    return 0;
+}
+
+static void split(int64_t rank, int64_t size, int inter, int *i0, int *i1) {
     /* whole 128-blocks when the dimension has them, so block-FP8 slices stay aligned */
     int64_t unit = inter % AFD_FP8_BLOCK == 0 ? AFD_FP8_BLOCK : 1, n = inter / unit;
     *i0 = (int)(n * rank / size * unit);
     *i1 = (int)(n * (rank + 1) / size * unit);
 }
 
+void afd_shard_inter(const afd_shard *sh, int inter, int *i0, int *i1) {
+    split(sh ? sh->tp_rank : 0, sh && sh->tp_size > 0 ? sh->tp_size : 1, inter, i0, i1);
+}
+
+void afd_shard_dense_inter(const afd_shard *sh, int inter, int *i0, int *i1) {
+    if (sh && sh->dense_size > 0)
+        split(sh->dense_rank, sh->dense_size, inter, i0, i1);
+    else
+        afd_shard_inter(sh, inter, i0, i1);
+}
+
 static int shard_check(const afd_model_config *c, const afd_shard *s, afd_err *err) {
     if (s->tp_size < 1 || s->tp_rank < 0 || s->tp_rank >= s->tp_size)
         return afd_errf(err, -EINVAL, "shard: tp_rank %d / tp_size %d: need 0 <= rank < size",
                         s->tp_rank, s->tp_size);
+    if (s->dense_size < 0 || (s->dense_size > 0 && (s->dense_rank < 0 ||
+                                                    s->dense_rank >= s->dense_size)))
+        return afd_errf(err, -EINVAL,
+                        "shard: dense_rank %d / dense_size %d: need 0 <= rank < size",
+                        s->dense_rank, s->dense_size);
     if (s->expert_begin < 0 || s->expert_begin > s->expert_end || s->expert_end > c->n_experts)
         return afd_errf(err, -EINVAL, "shard: experts [%d, %d) outside [0, %d) (moe_num_experts)",
                         s->expert_begin, s->expert_end, c->n_experts);
@@ -299,11 +330,20 @@ static bool any_fp8(const afd_ffn_weights *f) {
 }
 
 /* The shard's slice [i0, i1) of intermediate dimension `inter` (named `key`): gate/up rows,
- * down columns. Block-FP8 slices must start and end on 128-element block boundaries. */
-static int slice_ffn(wl *L, afd_ffn_weights *f, int inter, const char *key, bool first) {
+ * down columns. Block-FP8 slices must start and end on 128-element block boundaries. A dense
+ * (shared expert / dense FFN) slice may be empty: *f is then zeroed (gate.rows == 0). */
+static int slice_ffn(wl *L, afd_ffn_weights *f, int inter, const char *key, bool first,
+                     bool dense) {
     const afd_shard *sh = &L->w->shard;
     int i0, i1;
-    afd_shard_inter(sh, inter, &i0, &i1);
+    if (dense)
+        afd_shard_dense_inter(sh, inter, &i0, &i1);
+    else
+        afd_shard_inter(sh, inter, &i0, &i1);
+    if (i1 <= i0 && dense && sh->dense_size > 0) {
+        memset(f, 0, sizeof *f);
+        return 0;
+    }
     if (i1 <= i0)
         return afd_errf(L->err, -EINVAL,
                         "shard tp_rank %d/%d: %s %d gives an empty slice [%d, %d); use fewer "
@@ -338,7 +378,7 @@ static int load_mlp(wl *L, int layer, const char *pre, int inter, const char *ke
     int rc = load_proj(L, layer, s_gate, inter, c->hidden, d_in, "FFN", &f->gate);
     if (rc == 0) rc = load_proj(L, layer, s_up, inter, c->hidden, d_in, "FFN", &f->up);
     if (rc == 0) rc = load_proj(L, layer, s_down, c->hidden, inter, d_out, "FFN", &f->down);
-    return rc ? rc : slice_ffn(L, f, inter, key, true);
+    return rc ? rc : slice_ffn(L, f, inter, key, true, true);
 }
 
 static int load_experts(wl *L, int layer, afd_layer_weights *lw) {
@@ -357,7 +397,8 @@ static int load_experts(wl *L, int layer, afd_layer_weights *lw) {
         rc = load_stacked(L, layer, "moe.down_proj.weight", c->hidden, c->moe_inter, d_out,
                           lw->experts, offsetof(afd_ffn_weights, down), e0, e1);
     for (int e = e0; e < e1 && rc == 0; e++)
-        rc = slice_ffn(L, &lw->experts[e], c->moe_inter, "moe_intermediate_size", e == e0);
+        rc = slice_ffn(L, &lw->experts[e], c->moe_inter, "moe_intermediate_size", e == e0,
+                       false);
     return rc;
 }
 
@@ -576,10 +617,12 @@ int afd_model_open(const char *dir, int parts, const afd_shard *shard, afd_weigh
         return rc;
     }
     log_info("model %s: %s, %d layers (%d MoE), hidden %d, %d experts top-%d%s; %s part, "
-             "experts [%d, %d), tp %d/%d: %.2f GB in %.1f s",
+             "experts [%d, %d), tp %d/%d, dense %d/%d: %.2f GB in %.1f s",
              dir, cfg.model_type, cfg.n_layers, afd_config_n_moe(&cfg), cfg.hidden, cfg.n_experts,
              cfg.top_k, cfg.fp8_blocks ? ", block-FP8" : "", parts_name(parts),
              w->shard.expert_begin, w->shard.expert_end, w->shard.tp_rank, w->shard.tp_size,
+             w->shard.dense_size ? w->shard.dense_rank : w->shard.tp_rank,
+             w->shard.dense_size ? w->shard.dense_size : w->shard.tp_size,
              (double)w->bytes_mapped / 1e9, afd_now_s() - t0);
     return 0;
 }

@@ -23,9 +23,10 @@
  * expert tensor [E, I, H], of expert e: scale tensor [E, ceil(I/128), ceil(H/128)] offset by
  * e * ceil(I/128) * ceil(H/128)); a TP slice keeps that pointer and moves row0/col0 (tensor.h).
  *
- * Sharding (ffnd): an afd_shard selects experts [expert_begin, expert_end) and a slice
- * [tp_rank/tp_size] of every FFN intermediate dimension (routed experts, shared expert and
- * dense FFN alike): gate/up rows [i0, i1), down columns [i0, i1) (afd_shard_inter). With
+ * Sharding (ffnd): an afd_shard selects experts [expert_begin, expert_end), a slice
+ * [tp_rank/tp_size] of every routed expert's intermediate dimension and a slice
+ * [dense_rank/dense_size] of the shared expert's and dense FFN's (by default the TP slice):
+ * gate/up rows [i0, i1), down columns [i0, i1) (afd_shard_inter, afd_shard_dense_inter). With
  * block-FP8 weights i0 and i1 must fall on 128-element block boundaries (or i1 at the end of
  * the dimension), else the load is refused (AFD_E_UNSUPPORTED); an empty slice is -EINVAL.
  */
@@ -47,11 +48,22 @@ enum {
 
 typedef struct afd_shard {
     int expert_begin, expert_end; /* routed experts held: [begin, end) */
-    int tp_rank, tp_size;         /* slice of every FFN intermediate dimension */
+    int tp_rank, tp_size;         /* slice of every routed expert's intermediate dimension */
+    int dense_rank, dense_size;   /* slice of the shared expert and the dense FFN; dense_size 0
+                                     = the TP slice. Unlike TP slices, a dense slice may be
+                                     empty: that shard then adds nothing for them. */
 } afd_shard;
 
 /* The whole model in one shard. */
 afd_shard afd_shard_full(const afd_model_config *cfg);
+/* Shard (ep_rank, tp_rank) of an FFN group of ep_size x tp_size shards: experts
+ * [E*ep_rank/ep_size, E*(ep_rank+1)/ep_size), TP slice tp_rank/tp_size of every expert, and
+ * slice ep_rank*tp_size + tp_rank of ep_size*tp_size of the shared expert and dense FFN (so
+ * EP shards share that work too). 0, or -EINVAL with *err for out-of-range ranks/sizes. */
+int afd_shard_group(const afd_model_config *cfg, int ep_rank, int ep_size, int tp_rank,
+                    int tp_size, afd_shard *out, afd_err *err);
+/* The dense/shared counterpart of afd_shard_inter (same split rule, dense_rank/dense_size). */
+void afd_shard_dense_inter(const afd_shard *sh, int inter, int *i0, int *i1);
 /* Intermediate range [*i0, *i1) of a dimension of size `inter` for this shard's TP slice
  * (sh NULL = the whole range). The split is in whole 128-element blocks when inter is a
  * multiple of 128 (rank r of n holds blocks [nb*r/n, nb*(r+1)/n)), else in elements

@@ -311,7 +311,7 @@ static float f32_at(const void *p, size_t i) {
 /* ---- tests -------------------------------------------------------------------------------- */
 
 Test(weights, shard_inter_splits_on_blocks) {
-    afd_shard s = {0, 48, 0, 3};
+    afd_shard s = {0, 48, 0, 3, 0, 0};
     int i0, i1, prev = 0;
     for (s.tp_rank = 0; s.tp_rank < 3; s.tp_rank++) {
         afd_shard_inter(&s, 5120, &i0, &i1);
@@ -468,7 +468,7 @@ Test(weights, mixed_checkpoint) {
 Test(weights, tp_slices_of_fp8_experts) {
     ck_spec s;
     spec_init(&s, AFD_DT_F8_E4M3);
-    afd_shard sh = {0, 4, 1, 2};
+    afd_shard sh = {0, 4, 1, 2, 0, 0};
     loaded L = {0};
     load_ok(&s, AFD_PART_FFN, &sh, &L);
     const st_tensor *g = find(&L, "model.layers.1.moe.gate_proj.weight");
@@ -516,7 +516,7 @@ Test(weights, tp_slices_of_fp8_experts) {
 Test(weights, expert_range_leaves_others_zeroed) {
     ck_spec s;
     spec_init(&s, AFD_DT_BF16);
-    afd_shard sh = {1, 3, 0, 1};
+    afd_shard sh = {1, 3, 0, 1, 0, 0};
     loaded L = {0};
     load_ok(&s, AFD_PART_FFN, &sh, &L);
     const afd_ffn_weights *ex = L.w.layers[1].experts;
@@ -528,7 +528,7 @@ Test(weights, expert_range_leaves_others_zeroed) {
     cr_assert_eq(ex[2].down.rows, 256);
     uint64_t part = L.w.bytes_mapped;
     unload(&L);
-    afd_shard all = {0, 4, 0, 1};
+    afd_shard all = {0, 4, 0, 1, 0, 0};
     load_ok(&s, AFD_PART_FFN, &all, &L);
     /* two of four experts: 2 * 3 * 256 * 256 * 2 bytes fewer */
     cr_assert_eq(L.w.bytes_mapped - part, 2ull * 3 * 256 * 256 * 2, "%llu vs %llu",
@@ -601,7 +601,7 @@ Test(weights, fp8_tp_slice_must_be_block_aligned) {
     ck_spec s;
     spec_init(&s, AFD_DT_F8_E4M3);
     s.cfg.moe_inter = 192;
-    afd_shard sh = {0, 4, 0, 2};
+    afd_shard sh = {0, 4, 0, 2, 0, 0};
     load_fail(&s, AFD_PART_FFN, &sh, AFD_E_UNSUPPORTED,
               "moe_intermediate_size 192 slice [0, 96) of block-FP8 tensor "
               "model.layers.1.moe.gate_proj.weight is not on 128-element block boundaries");
@@ -618,7 +618,7 @@ Test(weights, fp8_tp_slice_must_be_block_aligned) {
 Test(weights, bad_shards_and_parts) {
     ck_spec s;
     spec_init(&s, AFD_DT_BF16);
-    afd_shard bad_tp = {0, 4, 2, 2}, bad_ep = {0, 5, 0, 1}, many = {0, 4, 2, 4};
+    afd_shard bad_tp = {0, 4, 2, 2, 0, 0}, bad_ep = {0, 5, 0, 1, 0, 0}, many = {0, 4, 2, 4, 0, 0};
     load_fail(&s, AFD_PART_FFN, &bad_tp, -EINVAL, "tp_rank 2 / tp_size 2");
     load_fail(&s, AFD_PART_FFN, &bad_ep, -EINVAL, "experts [0, 5) outside [0, 4)");
     s.cfg.moe_inter = 192, s.cfg.share_inter = 2;
@@ -672,4 +672,51 @@ Test(weights, model_open_one_call) {
     cr_assert_eq(rc, AFD_E_NOTFOUND, "rc %d: %s", rc, err.msg);
     cr_assert_not_null(strstr(err.msg, "/nonexistent/afd-model/config.json"), "%s", err.msg);
     ck_rm_rf(dir);
+}
+
+Test(weights, group_shards_split_experts_and_dense) {
+    afd_model_config c;
+    small_cfg(&c);
+    afd_shard sh;
+    afd_err err = {0};
+    cr_assert_eq(afd_shard_group(&c, 1, 2, 0, 1, &sh, &err), 0, "%s", err.msg);
+    cr_assert_eq(sh.expert_begin, 2);
+    cr_assert_eq(sh.expert_end, 4);
+    cr_assert_eq(sh.dense_rank, 1);
+    cr_assert_eq(sh.dense_size, 2);
+    cr_assert_eq(afd_shard_group(&c, 1, 2, 1, 2, &sh, &err), 0, "%s", err.msg);
+    cr_assert_eq(sh.tp_rank, 1);
+    cr_assert_eq(sh.dense_rank, 3, "dense rank %d", sh.dense_rank);
+    cr_assert_eq(sh.dense_size, 4);
+    /* the dense slices of a 2x2 group tile the dimension */
+    int prev = 0, i0, i1;
+    for (int r = 0; r < 4; r++) {
+        afd_shard s4 = {0, 4, 0, 1, r, 4};
+        afd_shard_dense_inter(&s4, 1024, &i0, &i1);
+        cr_assert_eq(i0, prev, "rank %d starts at %d, want %d", r, i0, prev);
+        prev = i1;
+    }
+    cr_assert_eq(prev, 1024);
+    cr_assert_lt(afd_shard_group(&c, 2, 2, 0, 1, &sh, &err), 0);
+    cr_assert(strstr(err.msg, "ep 2/2"), "%s", err.msg);
+    cr_assert_lt(afd_shard_group(&c, 0, 5, 0, 1, &sh, &err), 0);
+    cr_assert(strstr(err.msg, "ep_size 5 > moe_num_experts 4"), "%s", err.msg);
+}
+
+Test(weights, empty_dense_slice_loads_as_nothing) {
+    ck_spec s;
+    spec_init(&s, AFD_DT_BF16);
+    s.cfg.share_inter = 128, s.cfg.inter_dense = 128;
+    /* 128 = one block over two dense ranks: rank 0 holds nothing, rank 1 all of it */
+    afd_shard r0 = {0, 2, 0, 1, 0, 2}, r1 = {2, 4, 0, 1, 1, 2};
+    loaded L = {0};
+    load_ok(&s, AFD_PART_FFN, &r0, &L);
+    cr_assert_eq(L.w.layers[1].shared.gate.rows, 0);
+    cr_assert_eq(L.w.layers[0].dense.gate.rows, 0);
+    cr_assert_eq(L.w.layers[1].experts[1].gate.rows, s.cfg.moe_inter);
+    unload(&L);
+    load_ok(&s, AFD_PART_FFN, &r1, &L);
+    cr_assert_eq(L.w.layers[1].shared.gate.rows, 128);
+    cr_assert_eq(L.w.layers[0].dense.down.cols, 128);
+    unload(&L);
 }
