@@ -626,3 +626,36 @@ int afd_model_open(const char *dir, int parts, const afd_shard *shard, afd_weigh
              (double)w->bytes_mapped / 1e9, afd_now_s() - t0);
     return 0;
 }
+
+/* ==== fingerprint =========================================================================== */
+
+static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp((*(const st_tensor *const *)a)->name, (*(const st_tensor *const *)b)->name);
+}
+
+uint64_t afd_model_fingerprint(const afd_model_config *cfg, const st_set *set) {
+    uint64_t h = 0xcbf29ce484222325ull, ch = afd_config_hash(cfg);
+    h = fnv_bytes(h, &ch, sizeof ch);
+    int n = st_set_count(set);
+    const st_tensor **t = xcalloc((size_t)(n > 0 ? n : 1), sizeof *t);
+    for (int i = 0; i < n; i++)
+        t[i] = st_set_at(set, i);
+    qsort(t, (size_t)n, sizeof *t, by_name);
+    for (int i = 0; i < n; i++) {
+        int64_t dims[ST_MAX_DIMS + 2] = {t[i]->dtype, t[i]->ndim};
+        for (int d = 0; d < t[i]->ndim && d < ST_MAX_DIMS; d++)
+            dims[d + 2] = t[i]->shape[d];
+        h = fnv_bytes(h, t[i]->name, strlen(t[i]->name) + 1);
+        h = fnv_bytes(h, dims, sizeof dims);
+        h = fnv_bytes(h, t[i]->data, t[i]->nbytes < 16 ? (size_t)t[i]->nbytes : 16);
+    }
+    free(t);
+    return h;
+}

@@ -117,6 +117,11 @@ int afd_weights_load(const st_set *set, const afd_model_config *cfg, int parts,
 /* Frees what the weights own and zeroes *w; a zeroed or freed *w is a no-op. */
 void afd_weights_free(afd_weights *w);
 
+/* The model fingerprint daemons compare at handshake: 64-bit FNV-1a over afd_config_hash and,
+ * for every tensor of the set in name order, its name, dtype, shape and first 16 data bytes
+ * (so two random checkpoints of the same shapes differ). Reads one page per tensor. */
+uint64_t afd_model_fingerprint(const afd_model_config *cfg, const st_set *set);
+
 /* Loads config.json and the safetensors of directory `dir`: the usual one-call path
  * (afd_config_load + st_set_open + afd_weights_load), logging one summary line. The returned
  * set must be freed after the weights; on failure *set is NULL and *w zeroed. */

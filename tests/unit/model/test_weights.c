@@ -720,3 +720,22 @@ Test(weights, empty_dense_slice_loads_as_nothing) {
     cr_assert_eq(L.w.layers[0].dense.down.cols, 128);
     unload(&L);
 }
+
+Test(weights, fingerprint_tracks_config_shapes_and_data) {
+    ck_spec s;
+    spec_init(&s, AFD_DT_BF16);
+    loaded a = {0}, b = {0}, c = {0};
+    load_ok(&s, AFD_PART_ATTN, NULL, &a);
+    load_ok(&s, AFD_PART_FFN, NULL, &b);
+    uint64_t fa = afd_model_fingerprint(&s.cfg, a.set), fb = afd_model_fingerprint(&s.cfg, b.set);
+    cr_assert_eq(fa, fb, "same checkpoint, parts differ: %#llx vs %#llx", (unsigned long long)fa,
+                 (unsigned long long)fb);
+    s.cfg.moe_inter = 384;
+    load_ok(&s, AFD_PART_FFN, NULL, &c);
+    uint64_t fc = afd_model_fingerprint(&s.cfg, c.set);
+    cr_assert_neq(fa, fc, "other shapes, same fingerprint %#llx / %#llx", (unsigned long long)fa,
+                  (unsigned long long)fc);
+    unload(&a);
+    unload(&b);
+    unload(&c);
+}
