@@ -54,9 +54,29 @@ $(eval $(call BINARY,afd-mkmodel,tools/mkmodel))
 $(eval $(call BINARY,afd-run,tools/run))
 $(eval $(call BINARY,afd-bench,bench))
 $(eval $(call BINARY,afd-plan,tools/plan))
-$(eval $(call BINARY,attnd,attnd))
-$(eval $(call BINARY,ffnd,ffnd))
-$(eval $(call BINARY,afd-router,router))
+# A daemon directory: everything but main.c goes into build/lib/lib<dir>.a, which its unit
+# tests (tests/unit/<dir>/) link too, so they can test the daemon's modules directly.
+# $(1) binary name, $(2) directory
+define DAEMON
+$(1)_LIBSRC := $$(filter-out $(2)/main.c,$$(wildcard $(2)/*.c))
+$(BUILD)/lib/lib$(2).a: $$($(1)_LIBSRC:%.c=$(BUILD)/obj/%.o)
+	@mkdir -p $$(@D)
+	rm -f $$@
+	ar rcs $$@ $$^
+ifneq ($$(wildcard $(2)/main.c),)
+$(BUILD)/bin/$(1): $(BUILD)/obj/$(2)/main.o $(BUILD)/lib/lib$(2).a $(LIBCOMMON)
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+BINS += $(BUILD)/bin/$(1)
+endif
+$(BUILD)/tests/unit/$(2)/%: $(BUILD)/obj/tests/unit/$(2)/%.o $(BUILD)/lib/lib$(2).a $(LIBCOMMON)
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS) $$(TEST_LDLIBS)
+endef
+
+$(eval $(call DAEMON,attnd,attnd))
+$(eval $(call DAEMON,ffnd,ffnd))
+$(eval $(call DAEMON,afd-router,router))
 
 TEST_SRC  := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 TEST_BINS := $(TEST_SRC:%.c=$(BUILD)/%)

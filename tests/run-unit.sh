@@ -4,6 +4,7 @@
 # Prints one line per binary and a summary; exits 1 if anything failed or timed out.
 set -uo pipefail
 build=${1:-build}
+export AFD_BUILD=$(cd "$build" && pwd) # tests that start daemons find them in $AFD_BUILD/bin
 limit=${AFD_TEST_TIMEOUT:-300}
 export CRITERION_NO_EARLY_EXIT=1 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
