@@ -8,6 +8,8 @@
 #ifndef AFD_BENCH_H
 #define AFD_BENCH_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 int bench_kernels(int argc, char **argv);
@@ -20,5 +22,16 @@ double peak_fma_avx2(int64_t iters);
  * permission (cpu_amx_usable()). Returns the first accumulator element (iters*4*32/4 for the
  * all-ones inputs it uses), or -1 when AMX is not built in. */
 double peak_amx_bf16(int64_t iters);
+
+/* A bare UCP active-message ping-pong between this process and a forked echo process on
+ * 127.0.0.1 (bench/link_raw.c): req_bytes out, resp_bytes back, busy-polled; us[iters] gets
+ * each round trip in microseconds after `warmup` unrecorded ones. UCX_TLS etc. come from the
+ * environment. 0 or negative. */
+typedef struct raw_link_opts {
+    size_t req_bytes, resp_bytes;
+    int iters, warmup;
+    bool err_peer; /* UCP_ERR_HANDLING_MODE_PEER (TCP only) instead of NONE */
+} raw_link_opts;
+int raw_link_pingpong(const raw_link_opts *o, double *us);
 
 #endif
