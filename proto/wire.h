@@ -57,8 +57,8 @@ enum {
 #define WIRE_TYPE_BIT(t) (1ull << (t))
 /* Before the handshake completes: nothing but HELLO / HELLO_ACK, ERROR and GOODBYE. */
 #define WIRE_TYPES_HANDSHAKE                                                                       \
-    (WIRE_TYPE_BIT(WIRE_T_HELLO) | WIRE_TYPE_BIT(WIRE_T_HELLO_ACK) |                               \
-     WIRE_TYPE_BIT(WIRE_T_ERROR) | WIRE_TYPE_BIT(WIRE_T_GOODBYE))
+    (WIRE_TYPE_BIT(WIRE_T_HELLO) | WIRE_TYPE_BIT(WIRE_T_HELLO_ACK) | WIRE_TYPE_BIT(WIRE_T_ERROR) | \
+     WIRE_TYPE_BIT(WIRE_T_GOODBYE))
 /* After it: data, heartbeats, errors, goodbye (a second HELLO is refused). */
 #define WIRE_TYPES_SESSION                                                                         \
     (WIRE_TYPE_BIT(WIRE_T_A2F) | WIRE_TYPE_BIT(WIRE_T_F2A) | WIRE_TYPE_BIT(WIRE_T_HEARTBEAT) |     \
@@ -177,11 +177,11 @@ typedef struct wire_f2a {
 } wire_f2a;
 
 /* HELLO / HELLO_ACK payload. */
-#define WIRE_NAME_MAX   64
-#define WIRE_REASON_MAX 256
+#define WIRE_NAME_MAX    64
+#define WIRE_REASON_MAX  256
 #define WIRE_HELLO_FIXED 52 /* bytes before name_len */
-#define WIRE_HELLO_MIN  (WIRE_HELLO_FIXED + 4)
-#define WIRE_HELLO_MAX  (WIRE_HELLO_MIN + WIRE_NAME_MAX + WIRE_REASON_MAX)
+#define WIRE_HELLO_MIN   (WIRE_HELLO_FIXED + 4)
+#define WIRE_HELLO_MAX   (WIRE_HELLO_MIN + WIRE_NAME_MAX + WIRE_REASON_MAX)
 typedef struct wire_hello {
     uint16_t proto_min, proto_max; /* versions spoken, 1 <= min <= max */
     uint8_t role;                  /* WIRE_ROLE_* */
@@ -192,9 +192,9 @@ typedef struct wire_hello {
     uint32_t n_layers, n_experts, hidden;
     uint16_t top_k, fp8_group;
     uint8_t a2f_dtype, f2a_dtype;
-    uint32_t max_tok;                   /* largest micro-batch sent / accepted */
-    char name[WIRE_NAME_MAX + 1];       /* printable ASCII, NUL-terminated */
-    char reason[WIRE_REASON_MAX + 1];   /* printable ASCII, NUL-terminated; ACK refusals */
+    uint32_t max_tok;                 /* largest micro-batch sent / accepted */
+    char name[WIRE_NAME_MAX + 1];     /* printable ASCII, NUL-terminated */
+    char reason[WIRE_REASON_MAX + 1]; /* printable ASCII, NUL-terminated; ACK refusals */
 } wire_hello;
 
 /* ERROR / GOODBYE payload: u32 code, u16 msg_len, msg. */
