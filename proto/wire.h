@@ -231,7 +231,9 @@ void wire_hdr_encode(uint8_t out[WIRE_HDR_SIZE], const wire_hdr *h);
 /* Decodes and checks a header from buf[0..len) (len may include the payload, which is not
  * looked at). 0 and *h, or WIRE_E_TRUNC (len < 32), _MAGIC, _VERSION, _TYPE (unknown or not in
  * lim->types), _FLAGS, _LIMIT (payload_len / n_tok over lim), _LEN (payload_len impossible for
- * the type), _VALUE (n_tok on a tokenless type), _LAYER (a layer on a non-layer frame). */
+ * the type), _VALUE (n_tok on a tokenless type), _LAYER (a layer on a non-layer frame, or on
+ * A2F/F2A WIRE_LAYER_NONE or >= lim->max_layers). *h is written only on success. Checks are in
+ * this order, so the first violation decides the code. */
 int wire_hdr_decode(const uint8_t *buf, size_t len, const wire_limits *lim, wire_hdr *h);
 
 /* ---- A2F / F2A ---- */
