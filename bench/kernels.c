@@ -168,9 +168,12 @@ typedef struct roof {
 
 #define MAX_SAMPLES 64
 
+/* 1 for the variants with AVX-512 FMA (avx512, avx512vbmi): their peak is the AVX-512 one. */
+static int isa_avx512(const char *isa) { return strncmp(isa, "avx512", 6) == 0; }
+
 static roof roof_sample(kb_ctx *c) {
     double b[2] = {bandwidth_pass(c), bandwidth_pass(c)};
-    roof r = {0.5 * (b[0] + b[1]), peak_run(c, strcmp(c->isa, "avx512") == 0 ? 1 : 0)};
+    roof r = {0.5 * (b[0] + b[1]), peak_run(c, isa_avx512(c->isa))};
     if (c->n_samples < MAX_SAMPLES) {
         c->s_gbps[c->n_samples] = r.gbps;
         c->s_gflops[c->n_samples++] = r.gflops;
@@ -204,7 +207,7 @@ static void measure_roofline(kb_ctx *c) {
         c->amx_gflops = -1;
         printf("amx bf16 peak            n/a          (no AMX on this CPU, or no permission)\n");
     }
-    c->peak_kind = strcmp(c->isa, "avx512") == 0 ? "avx512 fp32 fma" : "avx2 fp32 fma";
+    c->peak_kind = isa_avx512(c->isa) ? "avx512 fp32 fma" : "avx2 fp32 fma";
 }
 
 /* Seconds of the ideal run of `bytes` and `flops` against a roofline. */
@@ -409,7 +412,7 @@ static void usage(FILE *out) {
             "      / measured time, BF16 and FP8 together, Step-3 shapes\n"
             "options:\n"
             "  --quick       fewer shapes and calls (CI smoke test, < 30 s)\n"
-            "  --isa X       cpu kernel variant: auto (default), generic, avx2, avx512\n"
+            "  --isa X       cpu kernel variant: auto (default), generic, avx2, avx512, avx512vbmi\n"
             "  --threads N   threads (default: all online CPUs)\n"
             "examples:\n"
             "  afd-bench kernels --quick\n"

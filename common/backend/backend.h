@@ -142,7 +142,7 @@ struct afd_backend {
 
 typedef struct afd_backend_opts {
     const char *kind;  /* "auto" (CUDA if present and a GPU answers, else CPU), "cpu", "cuda" */
-    const char *isa;   /* CPU kernel variant: "auto", "generic", "avx2", "avx512", "amx" */
+    const char *isa;   /* CPU kernel variant: "auto", "generic", "avx2", "avx512", "avx512vbmi", "amx" */
     int n_threads;     /* CPU worker threads; 0 = number of online CPUs */
 } afd_backend_opts;
 

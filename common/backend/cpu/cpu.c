@@ -61,6 +61,10 @@ bool cpu_avx512_usable(void) {
            __builtin_cpu_supports("avx512vl");
 }
 
+bool cpu_vbmi_usable(void) {
+    return cpu_avx512_usable() && __builtin_cpu_supports("avx512vbmi");
+}
+
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
@@ -81,6 +85,7 @@ static const struct {
     const cpu_kernels *k;
     bool (*usable)(void);
 } variants[] = {
+    {"avx512vbmi", &cpu_kernels_avx512vbmi, cpu_vbmi_usable},
     {"avx512", &cpu_kernels_avx512, cpu_avx512_usable},
     {"avx2", &cpu_kernels_avx2, cpu_avx2_usable},
     {"generic", &cpu_kernels_generic, NULL},
@@ -122,7 +127,7 @@ static int pick_kernels(const char *isa, const cpu_kernels **out) {
             log_error("cpu isa %s: not supported by this CPU", isa);
             return AFD_E_UNSUPPORTED;
         }
-    log_error("cpu isa '%s' unknown (want auto, generic, avx2, avx512 or amx)", isa);
+    log_error("cpu isa '%s' unknown (want auto, generic, avx2, avx512, avx512vbmi or amx)", isa);
     return -EINVAL;
 }
 

@@ -58,6 +58,7 @@ typedef struct cpu_kernels {
 extern const cpu_kernels cpu_kernels_generic;
 extern const cpu_kernels cpu_kernels_avx2;
 extern const cpu_kernels cpu_kernels_avx512;
+extern const cpu_kernels cpu_kernels_avx512vbmi;
 
 /* The kernel table of a variant name, NULL if unknown or not runnable on this CPU. */
 const cpu_kernels *cpu_kernels_find(const char *isa);
@@ -65,6 +66,8 @@ const cpu_kernels *cpu_kernels_find(const char *isa);
 bool cpu_amx_usable(void);
 /* True when the CPU has the AVX-512 subsets the avx512 variant needs. */
 bool cpu_avx512_usable(void);
+/* True when the CPU also has AVX512-VBMI (the avx512vbmi variant). */
+bool cpu_vbmi_usable(void);
 
 /* Scalar reference pieces shared by every variant (kernels_generic.c). */
 float cpu_fp8_scale(float amax); /* amax / 448, or 1 when amax == 0 */

@@ -282,6 +282,75 @@ Test(cpu_ops, matmul_edge_shapes) {
     }
 }
 
+/* Every FP8 code in every column position decodes to e4m3 exactly (0x7f/0xff: +-480 in the
+ * SIMD variants), through every matmul path: x rows are unit vectors and the block scales 1, so
+ * y = the weight itself. Codes (k + 13 n) & 0xff put all 256 codes in each column position mod
+ * 64; K = 421 has full 128-column blocks and a partial one. */
+Test(cpu_ops, matmul_fp8_decodes_every_code_in_every_lane) {
+    const int N = 64, K = 421, Bs[] = {1, 6, 70};
+    wbuf w = make_weight(AFD_DT_F8_E4M3, N, K);
+    uint8_t *q = w.data;
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            q[(size_t)n * K + k] = (uint8_t)((k + 13 * n) & 0xff);
+    for (int i = 0; i < (K + 127) / 128; i++) /* one block row (N = 64) */
+        w.scale[i] = 1.0f;
+    float *x = calloc((size_t)70 * K, sizeof(float)), *y = malloc((size_t)70 * N * 4);
+    for (int i = 0; i < n_isas - 1; i++) { /* generic (last) decodes 0x7f/0xff as NaN */
+        afd_backend *be = open_isa(isas[i], 2);
+        for (int bi = 0; bi < 3; bi++) {
+            const int B = Bs[bi];
+            for (int k0 = 0; k0 < K; k0 += B) {
+                const int nb = K - k0 < B ? K - k0 : B;
+                memset(x, 0, (size_t)B * K * sizeof(float));
+                for (int b = 0; b < nb; b++)
+                    x[(size_t)b * K + k0 + b] = 1.0f;
+                cr_assert_eq(afd_be_matmul(be, y, x, nb, &w.t), 0);
+                for (int b = 0; b < nb; b++)
+                    for (int n = 0; n < N; n++) {
+                        uint8_t c = q[(size_t)n * K + k0 + b];
+                        float want = (c & 0x7f) == 0x7f ? (c & 0x80 ? -480.0f : 480.0f)
+                                                        : afd_e4m3_lut[c];
+                        cr_assert_eq(y[(size_t)b * N + n], want,
+                                     "%s B=%d: code 0x%02x at (%d, %d) gave %.9g, want %.9g",
+                                     isas[i], nb, c, n, k0 + b, y[(size_t)b * N + n], want);
+                    }
+            }
+        }
+        afd_backend_free(be);
+    }
+    free(x), free(y);
+    free_weight(&w);
+}
+
+/* The avx512vbmi variant converts FP8 differently but sums the same values in the same lanes:
+ * bit-identical to avx512 on every case, batch size and path. */
+Test(cpu_ops, matmul_vbmi_bitwise_equals_avx512) {
+    if (!cpu_kernels_find("avx512vbmi") || !cpu_kernels_find("avx512"))
+        cr_skip_test("this CPU lacks AVX512-VBMI (avx512vbmi variant not usable)");
+    afd_backend *v = open_isa("avx512vbmi", 2), *a = open_isa("avx512", 1);
+    for (int ci = 0; ci < N_MM_CASES; ci++) {
+        const mm_case *c = &mm_cases[ci];
+        wbuf w = make_weight(c->dt, c->prow, c->pcol);
+        afd_tensor t = view_of(&w, c);
+        const int Bs[] = {1, 2, 5, 8, 9, 70};
+        for (int bi = 0; bi < 6; bi++) {
+            const int B = Bs[bi];
+            size_t ny = (size_t)B * c->nr;
+            float *x = rand_vec((size_t)B * c->nc), *yv = malloc(ny * 4), *ya = malloc(ny * 4);
+            cr_assert_eq(afd_be_matmul(v, yv, x, B, &t), 0);
+            cr_assert_eq(afd_be_matmul(a, ya, x, B, &t), 0);
+            long d = bit_diff(yv, ya, ny);
+            cr_assert_eq(d, -1, "case %d (%s) B=%d: element %ld vbmi %.9g != avx512 %.9g", ci,
+                         afd_dtype_name(c->dt), B, d, d >= 0 ? yv[d] : 0.0, d >= 0 ? ya[d] : 0.0);
+            free(x), free(yv), free(ya);
+        }
+        free_weight(&w);
+    }
+    afd_backend_free(v);
+    afd_backend_free(a);
+}
+
 Test(cpu_ops, embed_rows_are_exact) {
     wbuf w = make_weight(AFD_DT_F8_E4M3, 300, 140);
     int32_t ids[] = {0, 299, 128, 5};
