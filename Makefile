@@ -53,6 +53,10 @@ endef
 $(eval $(call BINARY,afd-mkmodel,tools/mkmodel))
 $(eval $(call BINARY,afd-run,tools/run))
 $(eval $(call BINARY,afd-bench,bench))
+# afd-bench profile reads its file back with afd-plan's profile reader and fits; the archive
+# is repeated after those objects, which the link line puts after it.
+$(BUILD)/bin/afd-bench: $(addprefix $(BUILD)/obj/tools/plan/,profile.o jget.o fit.o)
+$(BUILD)/bin/afd-bench: LDLIBS := $(LIBCOMMON) $(LDLIBS)
 $(eval $(call BINARY,afd-plan,tools/plan))
 # A daemon directory: everything but main.c goes into build/lib/lib<dir>.a, which its unit
 # tests (tests/unit/<dir>/) link too, so they can test the daemon's modules directly.

@@ -13,6 +13,8 @@
 #include <stdint.h>
 
 int bench_kernels(int argc, char **argv);
+/* bench/profile.c: the afd-profile v1 file afd-plan reads (docs/planning.md §4). */
+int bench_profile(int argc, char **argv);
 
 /* Register-resident fp32 FMA loops: iters x (accumulators x lanes x 2) flop; the return value
  * only keeps the compiler honest. */

@@ -21,6 +21,9 @@ static const bench_cmd commands[] = {
     {"kernels", bench_kernels,
      "CPU math kernels against this machine's roofline (bandwidth, FMA/AMX peak): matmul at\n"
      "                batch 1/8/64 in BF16 and FP8, paged attention over 1K-32K tokens"},
+    {"profile", bench_profile,
+     "measured attention/FFN/link times of a model on this machine: the profile\n"
+     "                `afd-plan plan --profile` reads (docs/planning.md section 4)"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
@@ -33,7 +36,8 @@ static void usage(FILE *out) {
                  "  afd-bench kernels --quick              # CI smoke run, < 30 s\n"
                  "  afd-bench kernels                      # full run, a few minutes\n"
                  "  afd-bench kernels --isa avx2 --threads 1\n"
-                 "  afd-bench kernels --quick | tail -1 | jq .matmul_b1_bf16_frac\n");
+                 "  afd-bench kernels --quick | tail -1 | jq .matmul_b1_bf16_frac\n"
+                 "  afd-bench profile --model build/models/tiny --quick --out /tmp/p.json\n");
 }
 
 int main(int argc, char **argv) {
