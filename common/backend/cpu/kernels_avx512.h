@@ -206,7 +206,11 @@ static inline void x_pairn(const float *x, int n, vf *e, vf *o) {
     x_pair_split(x0, x1, e, o);
 }
 
-static inline void prefetch(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
+/* always_inline: a wrapper GCC does not inline is judged free of side effects (pure-const) and
+ * its calls are deleted as dead code. */
+static inline __attribute__((always_inline)) void prefetch(const void *p) {
+    _mm_prefetch((const char *)p, _MM_HINT_T0);
+}
 
 /* dst[j][i] = src[i][j] for a VL x VL block of floats (row strides in floats). */
 static inline void transpose_tile(float *dst, size_t ldd, const float *src, size_t lds) {

@@ -286,12 +286,24 @@ ALWAYS void mm_pair_chunk(const int R, const int C, const int mk, const mm_blk *
 ALWAYS void mm_e4m3_chunk2(const int R, const int C, const mm_blk *m, vf a[4][MM_CMAX], int kw,
                            int kx) {
     vf we0[MM_CMAX], wo0[MM_CMAX], we1[MM_CMAX], wo1[MM_CMAX];
-    if (m->pf_next)
+    if (m->pf_next) /* one line per row and step (an unaligned row's second line: next step) */
+#pragma GCC unroll 8
+        for (int c = 0; c < C; c++)
+            prefetch(m->w + (c + C) * m->ldw + (size_t)kw);
+    if (R == 1) { /* one row of x: each weight row converted and used at once (no spills) */
+        const float *xr = m->x + kx;
+        vf xe0 = v_load(xr), xo0 = v_load(xr + VL), xe1 = v_load(xr + 2 * VL);
+        vf xo1 = v_load(xr + 3 * VL);
 #pragma GCC unroll 8
         for (int c = 0; c < C; c++) {
-            prefetch(m->w + (c + C) * m->ldw + (size_t)kw);
-            prefetch(m->w + (c + C) * m->ldw + (size_t)kw + 2 * VL);
+            w_e4m3_quad(m->w + c * m->ldw + kw, &we0[0], &wo0[0], &we1[0], &wo1[0]);
+            a[0][c] = v_fma(we0[0], xe0, a[0][c]);
+            a[0][c] = v_fma(wo0[0], xo0, a[0][c]);
+            a[0][c] = v_fma(we1[0], xe1, a[0][c]);
+            a[0][c] = v_fma(wo1[0], xo1, a[0][c]);
         }
+        return;
+    }
 #pragma GCC unroll 8
     for (int c = 0; c < C; c++)
         w_e4m3_quad(m->w + c * m->ldw + kw, &we0[c], &wo0[c], &we1[c], &wo1[c]);
