@@ -16,11 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "bench/bench.h"
 #include "bench/profile_impl.h"
 #include "common/base/clock.h"
+#include "common/base/conf.h"
 #include "common/base/err.h"
 #include "tools/plan/profile.h"
 
@@ -37,7 +37,7 @@ static void usage(FILE *out) {
         "  --quick              small grids and few repetitions (CI smoke run)\n"
         "  --batches LIST       attention batch sizes, sequences (default 1,4,16,64; quick 1,4,16)\n"
         "  --contexts LIST      attention contexts, tokens (default 256,1024,4096; quick 256,1024)\n"
-        "  --tokens LIST        FFN batch sizes, tokens (default 1,8,64,256; quick 1,8,64)\n"
+        "  --tokens LIST        FFN batch sizes, tokens (default 1,8,64,256; quick 1,16,256)\n"
         "  --link-bytes LIST    link transfer sizes, bytes (default: one token's A2F up to 4x\n"
         "                       an F2A of the largest --tokens, log-spaced)\n"
         "  --link-from FILE     take link.samples from another profile instead of measuring\n"
@@ -45,7 +45,7 @@ static void usage(FILE *out) {
         "                       before afd-plan can use it)\n"
         "  --shards N           time FFN shard 0 of N expert-parallel shards (default 1)\n"
         "  --kv-mem SIZE        KV-cache memory of one attention instance, for\n"
-        "                       attention.kv_capacity_tokens (default 8gb; k/m/g suffixes)\n"
+        "                       attention.kv_capacity_tokens (default 8gb; k/m/g/t units)\n"
         "  --kv-dtype D         KV cache dtype: bf16 (default), fp8 or f32\n"
         "  --threads N          cpu threads (default: all)\n"
         "  --isa X              cpu kernels: auto, generic, avx2, avx512, amx\n"
@@ -85,28 +85,13 @@ static int parse_list(const char *opt, const char *s, long lo, long hi, prof_lis
     return 0;
 }
 
-/* "8gb", "512m", "1048576": bytes. */
+/* "8gb", "512m", "1048576": bytes (conf_parse_size, as every daemon reads sizes). */
 static int parse_size(const char *opt, const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(s, &end);
-    double mul = 1;
-    if (strcasecmp(end, "k") == 0 || strcasecmp(end, "kb") == 0)
-        mul = 1024.0;
-    else if (strcasecmp(end, "m") == 0 || strcasecmp(end, "mb") == 0)
-        mul = 1024.0 * 1024;
-    else if (strcasecmp(end, "g") == 0 || strcasecmp(end, "gb") == 0)
-        mul = 1024.0 * 1024 * 1024;
-    else if (strcasecmp(end, "t") == 0 || strcasecmp(end, "tb") == 0)
-        mul = 1024.0 * 1024 * 1024 * 1024;
-    else if (*end)
-        mul = -1;
-    if (end == s || errno || mul < 0 || !(x * mul >= 1) || x * mul > 1e15) {
+    if (conf_parse_size(s, out) != 0 || *out == 0) {
         fprintf(stderr, "afd-bench profile: %s '%s': want a size such as 8gb, 512mb or a byte "
-                        "count (1 B to 1 PB)\n", opt, s);
+                        "count above 0\n", opt, s);
         return 2;
     }
-    *out = (uint64_t)(x * mul);
     return 0;
 }
 
@@ -136,16 +121,16 @@ static void defaults(prof_opts *o) {
 static void fill_defaults(prof_opts *o) {
     static const prof_list qb = {{1, 4, 16}, 3}, fb = {{1, 4, 16, 64}, 4};
     static const prof_list qc = {{256, 1024}, 2}, fc = {{256, 1024, 4096}, 3};
-    static const prof_list qt = {{1, 8, 64}, 3}, ft = {{1, 8, 64, 256}, 4};
+    static const prof_list qt = {{1, 16, 256}, 3}, ft = {{1, 8, 64, 256}, 4};
     if (!o->batches.n)
         o->batches = o->quick ? qb : fb;
     if (!o->contexts.n)
         o->contexts = o->quick ? qc : fc;
     if (!o->tokens.n)
         o->tokens = o->quick ? qt : ft;
-    o->min_reps = o->quick ? 5 : 9;
+    o->min_reps = o->quick ? 7 : 9;
     o->max_reps = o->quick ? 50 : 200;
-    o->budget_ms = o->quick ? 30 : 300;
+    o->budget_ms = o->quick ? 40 : 300;
 }
 
 enum { O_MODEL = 256, O_OUT, O_QUICK, O_BATCHES, O_CONTEXTS, O_TOKENS, O_LINKB, O_LINKFROM,

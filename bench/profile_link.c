@@ -3,7 +3,10 @@
  * Measured over UCX between this process and a forked peer on 127.0.0.1 with the busy-polled
  * active-message ping-pong of bench/link_raw.c (the project's transport, proto/xport.h, had not
  * landed when this was written): a round trip of `bytes` out and an 8-byte reply, minus half
- * the round trip of 8 bytes each way, is the one-way time of `bytes`. UCX_NET_DEVICES is set to
+ * the round trip of 8 bytes each way, is the one-way time of `bytes`. 100 unrecorded round trips
+ * come first (UCX takes a slower path for the first messages of a size). Each size is measured
+ * in three passes (one with --quick), more while the machine looks busy, and the smallest
+ * median kept: a pass can lose its core to another process (both ends busy-poll). UCX_NET_DEVICES is set to
  * lo unless the caller set it; UCX_TLS and friends come from the environment. Or the samples
  * come from the "link" section of another afd-profile file (--link-from).
  */
@@ -31,7 +34,7 @@ static int round_trip(size_t req, int iters, prof_sample *s) {
     if (!us)
         return -ENOMEM;
     raw_link_opts ro = {.req_bytes = req, .resp_bytes = SMALL_BYTES, .iters = iters,
-                        .warmup = iters / 5 + 2};
+                        .warmup = 100};
     int rc = raw_link_pingpong(&ro, us);
     if (!rc) {
         qsort(us, (size_t)iters, sizeof *us, cmp_double);
@@ -56,37 +59,73 @@ static void default_sizes(const prof_opts *o, const prof_result *r, prof_list *o
         out->v[i] = lround(lo * pow(hi / lo, (double)i / (n - 1)));
 }
 
+/* Keeps the smaller median of two passes (the machine is shared: a pass can lose its core). */
+static void keep_best(prof_sample *best, const prof_sample *s, bool first) {
+    if (first) {
+        *best = *s;
+        return;
+    }
+    best->us = s->us < best->us ? s->us : best->us;
+    best->us_min = s->us_min < best->us_min ? s->us_min : best->us_min;
+    best->us_max = s->us_max > best->us_max ? s->us_max : best->us_max;
+    best->reps += s->reps;
+}
+
+/* An 8-byte round trip over shared memory takes about a microsecond; far more means the two
+ * busy-polling ends were sharing a core with something else. */
+#define CONTENDED_US 50.0
+#define MAX_PASSES 8
+
+/* Passes of (the 8-byte base, then every size), keeping each size's best median round trip:
+ * 1 (quick) or 3, and more (up to MAX_PASSES) while the base says the machine was busy. */
+static int measure_passes(const prof_opts *o, const prof_list *sizes, prof_sample *base,
+                          prof_sample *rt) {
+    int passes = o->quick ? 1 : 3, iters = o->quick ? 60 : 200, rc = 0;
+    for (int p = 0; !rc && p < MAX_PASSES && (p < passes || base->us > CONTENDED_US); p++) {
+        prof_sample s = {0};
+        if ((rc = round_trip(SMALL_BYTES, iters, &s)))
+            break;
+        keep_best(base, &s, p == 0);
+        for (int i = 0; i < sizes->n && !rc; i++)
+            if (!(rc = round_trip((size_t)sizes->v[i], iters, &s)))
+                keep_best(&rt[i], &s, p == 0);
+    }
+    if (!rc && base->us > CONTENDED_US)
+        printf("  note: the 8-byte round trip took %.1f us (about 1 us on an idle machine): "
+               "another process was using the cores; the link samples are pessimistic\n",
+               base->us);
+    return rc;
+}
+
 int prof_measure_link(const prof_opts *o, prof_result *r) {
     prof_list sizes = o->link_bytes;
     if (sizes.n == 0)
         default_sizes(o, r, &sizes);
     setenv("UCX_NET_DEVICES", "lo", 0);
-    int iters = o->quick ? 40 : 200;
-    prof_sample base = {0};
-    int rc = round_trip(SMALL_BYTES, iters, &base);
-    for (int i = 0; !rc && i < sizes.n; i++) {
-        prof_sample *s = &r->link[r->n_link];
-        if ((rc = round_trip((size_t)sizes.v[i], iters, s)))
-            break;
-        s->us -= 0.5 * base.us, s->us_min -= 0.5 * base.us, s->us_max -= 0.5 * base.us;
-        if (s->us < 0.01)
-            s->us = 0.01; /* below the clock's resolution: keep the sample positive */
-        s->x0 = (double)sizes.v[i];
-        r->n_link++;
-        printf("  link bytes %10ld                %10.2f us  (%.2f GB/s, %d round trips)\n",
-               sizes.v[i], s->us, (double)sizes.v[i] / s->us * 1e-3, s->reps);
-    }
+    prof_sample base = {0}, rt[PROF_MAX_POINTS];
+    int rc = measure_passes(o, &sizes, &base, rt);
     if (rc) {
         fprintf(stderr, "afd-bench profile: link: UCX ping-pong on 127.0.0.1 failed (%s); take "
                         "the link from another profile with --link-from FILE, or --no-link\n",
                 afd_strerror(rc));
         return rc;
     }
+    for (int i = 0; i < sizes.n; i++) {
+        prof_sample *s = &r->link[r->n_link++];
+        *s = rt[i];
+        s->us -= 0.5 * base.us, s->us_min -= 0.5 * base.us, s->us_max -= 0.5 * base.us;
+        if (s->us < 0.01)
+            s->us = 0.01; /* below the clock's resolution: keep the sample positive */
+        s->x0 = (double)sizes.v[i];
+        printf("  link bytes %10ld                %10.2f us  (%.2f GB/s, %d round trips)\n",
+               sizes.v[i], s->us, (double)sizes.v[i] / s->us * 1e-3, s->reps);
+    }
     snprintf(r->link_source, sizeof r->link_source,
              "UCX active messages between two processes on 127.0.0.1 (UCX_NET_DEVICES=%s, "
-             "UCX_TLS=%s), busy-polled: one-way = median round trip (bytes out, 8 back) - half "
-             "the 8-byte round trip (%.2f us)", getenv("UCX_NET_DEVICES"),
-             getenv("UCX_TLS") ? getenv("UCX_TLS") : "default", base.us);
+             "UCX_TLS=%s), busy-polled: one-way = round trip (bytes out, 8 back) - half the "
+             "8-byte round trip (%.2f us); the smallest median of several passes",
+             getenv("UCX_NET_DEVICES"), getenv("UCX_TLS") ? getenv("UCX_TLS") : "default",
+             base.us);
     r->have_link = true;
     return 0;
 }
