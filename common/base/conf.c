@@ -624,8 +624,6 @@ static void zero_field(const conf_opt *o, void *cfg) {
 }
 
 static int apply_defaults(const conf_table *t, void *cfg, afd_err *err) {
-    for (int k = 0; k < t->n_opts; k++)
-        zero_field(&t->opts[k], cfg);
     for (int k = 0; k < t->n_opts; k++) {
         const conf_opt *o = &t->opts[k];
         char why[WHY_MAX];
@@ -867,6 +865,8 @@ int conf_load(const conf_table *t, void *cfg, int argc, char **argv, afd_err *er
     int rc = check_table(t, err);
     if (rc)
         return rc;
+    for (int k = 0; k < t->n_opts; k++) /* conf_free is safe from here on */
+        zero_field(&t->opts[k], cfg);
     size_t n = argc > 0 ? (size_t)argc : 1;
     cmdline c = {.flags = xcalloc(n, sizeof *c.flags), .pos = xcalloc(n, sizeof *c.pos)};
     bool *set = xcalloc((size_t)t->n_opts + 1, sizeof *set);
@@ -983,6 +983,13 @@ static json_t *json_list(char *const *list, int n) {
     return a;
 }
 
+static json_t *enum_json(const conf_opt *o, int idx) {
+    for (int k = 0; o->choices[k]; k++)
+        if (k == idx)
+            return json_string(o->choices[k]);
+    return json_integer(idx); /* not a valid index: show it as is */
+}
+
 static json_t *opt_json(const conf_opt *o, const void *cfg) {
     const void *p = cfield(cfg, o->offset);
     switch (o->type) {
@@ -996,7 +1003,7 @@ static json_t *opt_json(const conf_opt *o, const void *cfg) {
             return json_real((double)*(const uint64_t *)p);
         return json_integer((json_int_t) * (const uint64_t *)p);
     case CONF_DOUBLE: return json_real(*(const double *)p);
-    case CONF_ENUM: return json_string(o->choices[*(const int *)p]);
+    case CONF_ENUM: return enum_json(o, *(const int *)p);
     case CONF_STR: return *(char *const *)p ? json_string(*(char *const *)p) : json_null();
     case CONF_STRLIST:
         return json_list(*(char **const *)p, *(const int *)cfield(cfg, o->count_offset));

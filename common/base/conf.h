@@ -11,8 +11,9 @@
  *
  * Ownership: conf_load overwrites every field the table names (without freeing what was
  * there) and owns the CONF_STR strings and CONF_STRLIST arrays it stores; conf_free releases
- * them and zeroes the pointers (calling it twice is safe). On error conf_load has already
- * released them. Fields the table does not name are never touched.
+ * them and zeroes the pointers (calling it twice is safe). Whatever conf_load returns (bar a
+ * table error), the fields are initialised and conf_free is safe; on error the strings are
+ * already released. Fields the table does not name are never touched.
  * Errors: 0 / negative AFD_E_* with a one-line message in *err naming the flag or file and
  * key, the value and the bound at fault. Thread-safety: none needed (start-up only); the
  * functions keep no global state.

@@ -8,6 +8,17 @@
 #include "common/base/conf.h"
 #include "common/base/log.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define HAVE_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HAVE_LSAN 1
+#endif
+#endif
+#ifdef HAVE_LSAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
 typedef struct tcfg {
     bool verbose;
     int port;
@@ -575,4 +586,46 @@ Test(conf, log_effective_splits_long_configs) {
     cr_assert(strstr(out, "host199"), "nothing truncated");
     free(out);
     conf_free(&table, &c);
+}
+
+Test(conf, free_is_safe_after_any_error) {
+    tcfg c;
+    afd_err e = {0};
+    memset(&c, 0xab, sizeof c); /* garbage pointers: conf_load must initialise them first */
+    cr_assert_eq(LOAD(&c, &e, "--bogus"), AFD_E_FORMAT);
+    cr_assert_null(c.addr);
+    cr_assert_null(c.peers);
+    conf_free(&table, &c);
+    memset(&c, 0xab, sizeof c);
+    fflush(stdout);
+    int saved = dup(1);
+    FILE *devnull = fopen("/dev/null", "w");
+    dup2(fileno(devnull), 1);
+    int rc = LOAD(&c, &e, "--help");
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    fclose(devnull);
+    cr_assert_eq(rc, CONF_HELP);
+    conf_free(&table, &c);
+}
+
+/* Criterion does not fail a test on LeakSanitizer's exit report, so ask for a check here. */
+Test(conf, load_free_cycles_leak_nothing) {
+    afd_err e = {0};
+    for (int k = 0; k < 3; k++) {
+        tcfg c;
+        cr_assert_eq(load_file(&c, &e, "{\"addr\": \"x\", \"peers\": [\"a\", \"b\"]}",
+                               "--peers=c,d,e"),
+                     0, "%s", e.msg);
+        conf_free(&table, &c);
+        cr_assert_eq(load_file(&c, &e, "{\"addr\": \"x\", \"peers\": [\"a\", 1]}", NULL),
+                     AFD_E_FORMAT);
+        cr_assert_eq(LOAD(&c, &e, "--token", "t", "--peers", "a,,b"), AFD_E_FORMAT);
+    }
+#ifdef HAVE_LSAN
+    cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaks reported above");
+#else
+    cr_skip_test("not an ASan build: leaks are checked by `make asan`");
+#endif
 }

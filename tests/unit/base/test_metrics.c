@@ -1,11 +1,23 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/base/metrics.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define HAVE_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HAVE_LSAN 1
+#endif
+#endif
+#ifdef HAVE_LSAN
+#include <sanitizer/lsan_interface.h>
+#endif
 
 static char *render(afd_metrics *reg) {
     char *out = NULL;
@@ -291,4 +303,28 @@ Test(metrics, process_metrics) {
     cr_assert_lt(start, (double)time(NULL) + 1, "start %f", start);
     free(out);
     afd_metrics_free(reg);
+}
+
+/* Criterion does not fail a test on LeakSanitizer's exit report, so ask for a check here. */
+Test(metrics, registry_free_leaks_nothing) {
+    afd_metrics *reg = afd_metrics_init();
+    afd_metrics_add_process(reg, "v");
+    for (int k = 0; k < 20; k++) {
+        char peer[16];
+        snprintf(peer, sizeof peer, "p%d", k);
+        afd_metric *m = afd_metrics_histogram(reg, "afd_rtt_seconds", "RTT.",
+                                              afd_metrics_latency_buckets, AFD_METRICS_LATENCY_N,
+                                              "peer", peer, NULL);
+        afd_metric_observe(m, 0.001 * k);
+        if (k & 1)
+            afd_metric_remove(m);
+    }
+    char *out = render(reg);
+    free(out);
+    afd_metrics_free(reg);
+#ifdef HAVE_LSAN
+    cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaks reported above");
+#else
+    cr_skip_test("not an ASan build: leaks are checked by `make asan`");
+#endif
 }
