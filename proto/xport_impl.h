@@ -1,0 +1,141 @@
+/* xport_impl.h: private state of the UCX transport, shared by xport.c (context, peers, frames)
+ * and xport_loop.c (progress, reaper, timers, waiting, libevent). Not for other modules.
+ *
+ * Ownership: the context owns every peer, send request (xp_sreq), receive entry (xp_rx),
+ * registered region and UCX object. Send requests and receive entries are pooled and only
+ * released to the heap by xp_free, after the worker is destroyed, so a late UCX callback can
+ * never touch freed memory. UCX callbacks only record state (queue, flags); user handlers run
+ * from the AM / rendezvous callbacks (frames, in order) and from xp_progress (send callbacks,
+ * on_down).
+ */
+#ifndef AFD_XPORT_IMPL_H
+#define AFD_XPORT_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <ucp/api/ucp.h>
+
+#include "proto/xport.h"
+
+/* Every UCX call goes through one of these: on failure they log the statement, the file and
+ * line and ucs_status_string at `lvl`, and pass the status (pointer) through. */
+#define XP_CHECK(lvl, stmt)     xp_check((lvl), (stmt), #stmt, __FILE__, __LINE__)
+#define XP_CHECK_PTR(lvl, stmt) xp_check_ptr((lvl), (stmt), #stmt, __FILE__, __LINE__)
+ucs_status_t xp_check(int lvl, ucs_status_t st, const char *what, const char *file, int line);
+void *xp_check_ptr(int lvl, void *ptr, const char *what, const char *file, int line);
+int xp_status_err(ucs_status_t st); /* UCS_ERR_* -> -errno-like code */
+
+/* Peer life: UP -> (DRAIN: our GOODBYE and earlier sends flushing) -> DOWN (decided; ep close
+ * not started) -> CLOSING (ep close request in flight) -> CLOSED (ep gone; waiting for the
+ * last send callbacks) -> on_down -> freed. */
+enum { XP_P_UP, XP_P_DRAIN, XP_P_DOWN, XP_P_CLOSING, XP_P_CLOSED };
+
+typedef struct xp_sreq {
+    struct xp_sreq *qnext;            /* free list, or the completion queue */
+    struct xp_sreq *prev, *next;      /* the peer's in-flight list */
+    struct xp_sreq *all_next;         /* every request ever made, freed by xp_free */
+    xp_peer *peer;
+    xp_send_cb cb;
+    void *arg;
+    void *req;                        /* UCX request while UCX owns it */
+    int status;
+    bool orphan;                      /* given up on: UCX may still read it, never reused */
+    uint8_t hdr[WIRE_HDR_SIZE];       /* the AM header, alive until completion */
+    uint8_t body[WIRE_MSG_MAX_LEN];   /* payload of frames the transport makes */
+} xp_sreq;
+
+typedef struct xp_rx {
+    struct xp_rx *next;               /* the peer's ordered queue, the free list or orphans */
+    struct xp_rx *all_next;
+    xp_ctx *c;
+    xp_peer *peer;                    /* NULL once orphaned (peer gone, UCX still writing) */
+    wire_hdr h;
+    uint8_t *buf;
+    size_t len;
+    int pool_idx;                     /* registered buffer index, or -1: heap */
+    void *req;
+    int status;
+    bool done;
+} xp_rx;
+
+typedef struct xp_region {
+    struct xp_region *next;
+    void *addr;
+    size_t len; /* mapped length (page multiple) */
+    ucp_mem_h memh;
+} xp_region;
+
+struct xp_peer {
+    xp_ctx *c;
+    ucp_ep_h ep; /* NULL once closed */
+    void *ud;
+    int idx;     /* in c->peers */
+    int state;
+    int reason;
+    bool force;  /* close without flushing */
+    bool flushing;
+    char name[64];
+    char why[192];
+    uint64_t last_rx_ns, last_tx_ns, deadline_ns;
+    wire_limits lim;
+    unsigned tx_inflight;
+    xp_sreq *tx_list;
+    xp_rx *rxq_head, *rxq_tail;
+    void *close_req;
+};
+
+struct xp_ctx {
+    xp_opts o;
+    xp_handlers h;
+    void *ud;
+    ucp_context_h ucp;
+    ucp_worker_h worker;
+    ucp_listener_h listener;
+    int efd;
+    /* peers */
+    xp_peer **peers;
+    int n_peers, cap_peers;
+    int n_closing; /* peers not UP */
+    /* send requests */
+    xp_sreq *sreq_free, *sreq_all;
+    xp_sreq *cq_head, *cq_tail; /* completed, callback not yet run */
+    /* receive */
+    xp_rx *rx_free, *rx_all, *rx_orphans;
+    uint8_t *rx_pool;
+    size_t rx_pool_len;
+    ucp_mem_h rx_memh;
+    int *rx_stack, rx_top; /* free registered buffer indices */
+    uint8_t *scratch;      /* 8-aligned copy of unaligned eager payloads */
+    size_t scratch_cap;
+    xp_region *regions;
+    /* timers */
+    uint64_t tick_ns, next_tick_ns;
+    bool in_progress;
+    /* libevent glue */
+    struct event_base *base;
+    struct event *ev_fd, *ev_timer, *ev_kick;
+    uint64_t spin_ns, last_event_ns;
+    bool kick_pending;
+    xp_stats st;
+};
+
+/* xport.c */
+void xp_peer_down(xp_peer *p, int reason, int mode, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+enum { XP_CLOSE_GOODBYE, XP_CLOSE_FLUSH, XP_CLOSE_FORCE }; /* xp_peer_down modes */
+int xp_frame_send(xp_peer *p, xp_sreq *sr, const wire_hdr *h, const void *payload, size_t len);
+xp_sreq *xp_sreq_get(xp_ctx *c);
+void xp_sreq_put(xp_ctx *c, xp_sreq *sr);
+int xp_send_heartbeat(xp_peer *p);
+void xp_rx_detach(xp_peer *p);
+void xp_peer_destroy(xp_peer *p);
+
+void xp_cq_push(xp_ctx *c, xp_sreq *sr);
+
+/* xport_loop.c */
+int xp_cq_drain(xp_ctx *c);
+void xp_kick(xp_ctx *c);   /* attached: make sure the loop runs xp_progress soon */
+int xp_reap(xp_ctx *c, uint64_t now, bool final);
+void xp_detach(xp_ctx *c);
+
+#endif
