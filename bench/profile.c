@@ -40,6 +40,8 @@ static void usage(FILE *out) {
         "  --tokens LIST        FFN batch sizes, tokens (default 1,8,64,256; quick 1,16,256)\n"
         "  --link-bytes LIST    link transfer sizes, bytes (default: one token's A2F up to 4x\n"
         "                       an F2A of the largest --tokens, log-spaced)\n"
+        "  --link-via xport|raw measure through afd's transport (proto/xport.h, default) or\n"
+        "                       with a bare UCP active-message ping-pong (the yardstick)\n"
         "  --link-from FILE     take link.samples from another profile instead of measuring\n"
         "  --no-link            measure no link (the file then needs link samples added\n"
         "                       before afd-plan can use it)\n"
@@ -134,7 +136,7 @@ static void fill_defaults(prof_opts *o) {
 }
 
 enum { O_MODEL = 256, O_OUT, O_QUICK, O_BATCHES, O_CONTEXTS, O_TOKENS, O_LINKB, O_LINKFROM,
-       O_NOLINK, O_SHARDS, O_KVMEM, O_KVDT, O_THREADS, O_ISA, O_WARM, O_HELP };
+       O_NOLINK, O_SHARDS, O_KVMEM, O_KVDT, O_THREADS, O_ISA, O_WARM, O_LINKVIA, O_HELP };
 
 static int parse_opt(int c, prof_opts *o) {
     switch (c) {
@@ -142,6 +144,13 @@ static int parse_opt(int c, prof_opts *o) {
     case O_OUT: o->out = optarg; return 0;
     case O_QUICK: o->quick = true; return 0;
     case O_WARM: o->warm = true; return 0;
+    case O_LINKVIA:
+        o->link_raw = strcmp(optarg, "raw") == 0;
+        if (!o->link_raw && strcmp(optarg, "xport") != 0) {
+            fprintf(stderr, "afd-bench profile: --link-via '%s': use xport or raw\n", optarg);
+            return 2;
+        }
+        return 0;
     case O_BATCHES: return parse_list("--batches", optarg, 1, 4096, &o->batches);
     case O_CONTEXTS: return parse_list("--contexts", optarg, 1, 1 << 20, &o->contexts);
     case O_TOKENS: return parse_list("--tokens", optarg, 1, 16384, &o->tokens);
@@ -174,8 +183,8 @@ static int parse(int argc, char **argv, prof_opts *o) {
         {"no-link", 0, 0, O_NOLINK},    {"shards", 1, 0, O_SHARDS},
         {"kv-mem", 1, 0, O_KVMEM},      {"kv-dtype", 1, 0, O_KVDT},
         {"threads", 1, 0, O_THREADS},   {"isa", 1, 0, O_ISA},
-        {"warm", 0, 0, O_WARM},         {"help", 0, 0, O_HELP},
-        {0, 0, 0, 0}};
+        {"warm", 0, 0, O_WARM},         {"link-via", 1, 0, O_LINKVIA},
+        {"help", 0, 0, O_HELP},         {0, 0, 0, 0}};
     defaults(o);
     optind = 1;
     int c, rc = 0;

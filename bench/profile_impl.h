@@ -4,6 +4,7 @@
  *   profile_engine.c  the model on this machine: attention and FFN layers, step overhead and KV
  *                     capacity, timed with the engine's own functions (common/layers)
  *   profile_link.c    one-way transfer times over UCX on loopback, or samples from another file
+ *   profile_xport.c   round trips through afd's transport (proto/xport.h) to a forked echo
  *   profile_time.c    medians of repeated runs with the caches flushed between them
  *
  * Everything here runs on one thread (the backend has its own workers). Functions return 0 or a
@@ -26,7 +27,7 @@ typedef struct prof_list {
 
 typedef struct prof_opts {
     const char *model, *out, *link_from, *isa, *kv_dtype;
-    bool quick, no_link, warm;
+    bool quick, no_link, warm, link_raw;
     int threads, shards;
     prof_list batches, contexts, tokens, link_bytes; /* link_bytes.n 0: derived from the model */
     uint64_t kv_mem;                                 /* KV budget for kv_capacity_tokens */
@@ -62,7 +63,7 @@ typedef struct prof_result {
     int n_ffn;
     prof_sample link[PROF_MAX_POINTS];
     int n_link;
-    char link_source[256]; /* what measured the link samples */
+    char link_source[512]; /* what measured the link samples */
     bool have_link;
 } prof_result;
 
@@ -112,5 +113,18 @@ int prof_measure_overhead(prof_engine *pe, prof_timer *t, prof_result *r);
 int prof_measure_link(const prof_opts *o, prof_result *r);
 /* link.samples copied from another afd-profile file (its "link" section). */
 int prof_link_from_file(const char *path, prof_result *r);
+
+/* ---- profile_xport.c ---- */
+
+typedef struct prof_xp prof_xp;
+
+/* Forks an xport echo on 127.0.0.1 and connects to it; frames of up to max_bytes. 0 or
+ * negative (*out is then still to be closed). */
+int prof_xp_open(size_t max_bytes, prof_xp **out);
+/* warmup + iters round trips of an A2F frame of `bytes` payload and an 8-byte F2A reply;
+ * us[iters] gets the timed ones in microseconds. 0 or negative. */
+int prof_xp_round_trips(prof_xp *x, size_t bytes, int warmup, int iters, double *us);
+/* Closes the connection, waits for the echo to exit (kills it after 3 s). NULL is a no-op. */
+void prof_xp_close(prof_xp *x);
 
 #endif

@@ -1,14 +1,16 @@
 /* profile_link.c: link.samples, one-way transfer time against size.
  *
- * Measured over UCX between this process and a forked peer on 127.0.0.1 with the busy-polled
- * active-message ping-pong of bench/link_raw.c (the project's transport, proto/xport.h, had not
- * landed when this was written): a round trip of `bytes` out and an 8-byte reply, minus half
- * the round trip of 8 bytes each way, is the one-way time of `bytes`. 100 unrecorded round trips
- * come first (UCX takes a slower path for the first messages of a size). Each size is measured
- * in three passes (one with --quick), more while the machine looks busy, and the smallest
- * median kept: a pass can lose its core to another process (both ends busy-poll). UCX_NET_DEVICES is set to
- * lo unless the caller set it; UCX_TLS and friends come from the environment. Or the samples
- * come from the "link" section of another afd-profile file (--link-from).
+ * Measured over UCX between this process and a forked echo on 127.0.0.1, both busy-polling:
+ * through afd's transport (proto/xport.h, bench/profile_xport.c: A2F frames from a registered
+ * buffer, an 8-byte F2A back) by default, or with the bare UCP active-message ping-pong of
+ * bench/link_raw.c (--link-via raw, the yardstick). A round trip of `bytes` out and 8 back,
+ * minus half the round trip of 8 bytes each way, is the one-way time of `bytes`. 100
+ * unrecorded round trips come first (UCX takes a slower path for the first messages of a
+ * size). Each size is measured in three passes (one with --quick), more while the machine
+ * looks busy, and the smallest median kept: a pass can lose its core to another process (both
+ * ends busy-poll). UCX_NET_DEVICES is set to lo unless the caller set it; UCX_TLS and friends
+ * come from the environment. Or the samples come from the "link" section of another
+ * afd-profile file (--link-from).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -28,17 +30,31 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+#define WARMUP 100
+
+/* A way to make round trips: xport keeps one connection for every size; raw forks an echo
+ * per size (bench/link_raw.c). */
+typedef struct link_session {
+    bool raw;
+    prof_xp *xp;
+} link_session;
+
+static double median_sorted(const double *v, int n) {
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 /* Median round trip of req bytes out and SMALL_BYTES back. */
-static int round_trip(size_t req, int iters, prof_sample *s) {
+static int round_trip(link_session *ls, size_t req, int iters, prof_sample *s) {
     double *us = calloc((size_t)iters, sizeof *us);
     if (!us)
         return -ENOMEM;
     raw_link_opts ro = {.req_bytes = req, .resp_bytes = SMALL_BYTES, .iters = iters,
-                        .warmup = 100};
-    int rc = raw_link_pingpong(&ro, us);
+                        .warmup = WARMUP};
+    int rc = ls->raw ? raw_link_pingpong(&ro, us)
+                     : prof_xp_round_trips(ls->xp, req, WARMUP, iters, us);
     if (!rc) {
         qsort(us, (size_t)iters, sizeof *us, cmp_double);
-        s->us = iters % 2 ? us[iters / 2] : 0.5 * (us[iters / 2 - 1] + us[iters / 2]);
+        s->us = median_sorted(us, iters);
         s->us_min = us[0], s->us_max = us[iters - 1], s->reps = iters;
     }
     free(us);
@@ -71,29 +87,40 @@ static void keep_best(prof_sample *best, const prof_sample *s, bool first) {
     best->reps += s->reps;
 }
 
-/* An 8-byte round trip over shared memory takes about a microsecond; far more means the two
- * busy-polling ends were sharing a core with something else. */
-#define CONTENDED_US 50.0
+/* Over shared memory an 8-byte round trip takes about a microsecond and 1 MiB well under a
+ * millisecond (TCP on loopback: about 2 GB/s). Far more means the two busy-polling ends were
+ * sharing a core with something else: then more passes follow. */
+#define CONTENDED_BASE_US 50.0
+#define CONTENDED_MIB_US 2000.0
 #define MAX_PASSES 8
 
+static bool contended(const prof_list *sizes, const prof_sample *base, const prof_sample *rt) {
+    if (base->us > CONTENDED_BASE_US)
+        return true;
+    for (int i = 0; i < sizes->n; i++)
+        if (sizes->v[i] <= (1L << 20) && rt[i].us > CONTENDED_MIB_US)
+            return true;
+    return false;
+}
+
 /* Passes of (the 8-byte base, then every size), keeping each size's best median round trip:
- * 1 (quick) or 3, and more (up to MAX_PASSES) while the base says the machine was busy. */
-static int measure_passes(const prof_opts *o, const prof_list *sizes, prof_sample *base,
-                          prof_sample *rt) {
-    int passes = o->quick ? 1 : 3, iters = o->quick ? 60 : 200, rc = 0;
-    for (int p = 0; !rc && p < MAX_PASSES && (p < passes || base->us > CONTENDED_US); p++) {
+ * 1 (quick) or 3, and more (up to MAX_PASSES) while the best so far still looks contended. */
+static int measure_passes(const prof_opts *o, link_session *ls, const prof_list *sizes,
+                          prof_sample *base, prof_sample *rt) {
+    int passes = o->quick ? 1 : 3, iters = o->quick ? 60 : 200, rc = 0, p = 0;
+    for (; !rc && p < MAX_PASSES && (p < passes || contended(sizes, base, rt)); p++) {
         prof_sample s = {0};
-        if ((rc = round_trip(SMALL_BYTES, iters, &s)))
+        if ((rc = round_trip(ls, SMALL_BYTES, iters, &s)))
             break;
         keep_best(base, &s, p == 0);
         for (int i = 0; i < sizes->n && !rc; i++)
-            if (!(rc = round_trip((size_t)sizes->v[i], iters, &s)))
+            if (!(rc = round_trip(ls, (size_t)sizes->v[i], iters, &s)))
                 keep_best(&rt[i], &s, p == 0);
     }
-    if (!rc && base->us > CONTENDED_US)
-        printf("  note: the 8-byte round trip took %.1f us (about 1 us on an idle machine): "
-               "another process was using the cores; the link samples are pessimistic\n",
-               base->us);
+    if (!rc && contended(sizes, base, rt))
+        printf("  note: after %d passes the round trips still look contended (8 bytes: %.1f us, "
+               "about 1 us on an idle machine): another process was using the cores; the link "
+               "samples are pessimistic\n", p, base->us);
     return rc;
 }
 
@@ -103,7 +130,14 @@ int prof_measure_link(const prof_opts *o, prof_result *r) {
         default_sizes(o, r, &sizes);
     setenv("UCX_NET_DEVICES", "lo", 0);
     prof_sample base = {0}, rt[PROF_MAX_POINTS];
-    int rc = measure_passes(o, &sizes, &base, rt);
+    link_session ls = {.raw = o->link_raw};
+    long max = SMALL_BYTES;
+    for (int i = 0; i < sizes.n; i++)
+        max = sizes.v[i] > max ? sizes.v[i] : max;
+    int rc = ls.raw ? 0 : prof_xp_open((size_t)max, &ls.xp);
+    if (!rc)
+        rc = measure_passes(o, &ls, &sizes, &base, rt);
+    prof_xp_close(ls.xp);
     if (rc) {
         fprintf(stderr, "afd-bench profile: link: UCX ping-pong on 127.0.0.1 failed (%s); take "
                         "the link from another profile with --link-from FILE, or --no-link\n",
@@ -121,9 +155,11 @@ int prof_measure_link(const prof_opts *o, prof_result *r) {
                sizes.v[i], s->us, (double)sizes.v[i] / s->us * 1e-3, s->reps);
     }
     snprintf(r->link_source, sizeof r->link_source,
-             "UCX active messages between two processes on 127.0.0.1 (UCX_NET_DEVICES=%s, "
-             "UCX_TLS=%s), busy-polled: one-way = round trip (bytes out, 8 back) - half the "
-             "8-byte round trip (%.2f us); the smallest median of several passes",
+             "%s between two processes on 127.0.0.1 (UCX_NET_DEVICES=%s, UCX_TLS=%s), "
+             "busy-polled: one-way = round trip (bytes out, 8 back) - half the 8-byte round "
+             "trip (%.2f us); the smallest median of several passes",
+             ls.raw ? "bare UCP active messages (bench/link_raw.c)"
+                    : "afd frames through proto/xport.h (A2F from a registered buffer)",
              getenv("UCX_NET_DEVICES"), getenv("UCX_TLS") ? getenv("UCX_TLS") : "default",
              base.us);
     r->have_link = true;

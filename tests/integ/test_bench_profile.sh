@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # afd-bench profile: the afd-profile v1 file on the tiny model (format, sample counts, positive
-# times that grow with batch, context, tokens and bytes), --shards, --link-from, afd-plan
-# making a plan from it, and clear errors on bad arguments.
+# times that grow with batch, context, tokens and bytes), --shards, --kv-mem/--kv-dtype, the
+# link through xport and raw UCP, --link-from, --no-link, afd-plan making a plan from it, and
+# clear errors on bad arguments.
 # Usage: tests/integ/test_bench_profile.sh BUILD_DIR
 set -uo pipefail
 build=${1:?usage: test_bench_profile.sh BUILD_DIR}
@@ -64,6 +65,7 @@ jqt "attention: 3 batches x 2 contexts" "$p" \
 jqt "ffn: 3 token counts, 1 shard" "$p" '[.ffn.samples[].tokens] == [1,16,256] and .ffn.shards == 1'
 jqt "link: 4 sizes, increasing" "$p" \
     '[.link.samples[].bytes] | length == 4 and . == sort and .[0] > 0'
+jqt "link measured through afd's transport" "$p" '.link.source | test("proto/xport.h")'
 jqt "every time > 0" "$p" \
     '[.attention.samples[].us, .ffn.samples[].us, .link.samples[].us] | all(. > 0)'
 jqt "largest attention point slower than the smallest" "$p" \
@@ -95,7 +97,8 @@ jqt "plan: fits from every section" "$tmp/plan.json" \
 # ---- options: smaller grids, shards, explicit link sizes, --link-from, --no-link ------------------
 q=$tmp/q.json
 timeout 120 "$bench" profile --model "$tmp/tiny" --quick --batches 1,2 --contexts 8,16 --tokens 1,2 \
-    --shards 2 --kv-mem 1mb --kv-dtype fp8 --link-bytes 64,8388608 --out "$q" >"$tmp/q.out" 2>&1
+    --shards 2 --kv-mem 1mb --kv-dtype fp8 --link-bytes 64,8388608 --link-via raw --out "$q" \
+    >"$tmp/q.out" 2>&1
 check "profile with explicit lists exits 0 ($(last "$tmp/q.out"))" test $? -eq 0
 jqt "explicit lists: 4 attention, 2 ffn, 2 link samples" "$q" \
     '(.attention.samples | length) == 4 and (.ffn.samples | length) == 2 and [.link.samples[].bytes] == [64, 8388608]'
@@ -103,7 +106,8 @@ jqt "--shards 2 recorded" "$q" '.ffn.shards == 2'
 # fp8 cache: 4 layers x 2 x (64 + 4-byte scale) per position; 1 MiB of 16-position blocks
 jqt "--kv-mem 1mb with fp8: capacity from the pool's blocks" "$q" \
     '.attention.kv_bytes_per_token == 544 and .attention.kv_capacity_tokens == 1920'
-jqt "8 MiB transfer slower than 64 bytes" "$q" '.link.samples[1].us > .link.samples[0].us'
+jqt "--link-via raw: 8 MiB transfer slower than 64 bytes" "$q" \
+    '.link.samples[1].us > .link.samples[0].us and (.link.source | test("link_raw"))'
 r=$tmp/r.json
 timeout 120 "$bench" profile --model "$tmp/tiny" --quick --batches 1,2 --contexts 8,16 --tokens 1,2 \
     --link-from "$q" --out "$r" >"$tmp/r.out" 2>&1
@@ -126,6 +130,7 @@ fails "--tokens empty" 2 "--tokens" "$bench" profile --model "$tmp/tiny" --token
 fails "--kv-mem junk" 2 "--kv-mem '8 parsecs'" "$bench" profile --model "$tmp/tiny" --kv-mem "8 parsecs"
 fails "--kv-dtype junk" 2 "--kv-dtype 'int4'" "$bench" profile --model "$tmp/tiny" --kv-dtype int4
 fails "--shards 0" 2 "--shards '0'" "$bench" profile --model "$tmp/tiny" --shards 0
+fails "--link-via junk" 2 "--link-via 'tcp'" "$bench" profile --model "$tmp/tiny" --link-via tcp
 fails "--link-from with --no-link" 2 "exclude each other" \
     "$bench" profile --model "$tmp/tiny" --link-from "$q" --no-link
 fails "stray argument" 2 "unexpected argument 'extra'" "$bench" profile --model "$tmp/tiny" extra
