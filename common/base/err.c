@@ -16,6 +16,7 @@ const char *afd_strerror(int code) {
     case AFD_E_NOTFOUND: return "not found";
     case AFD_E_SHAPE: return "wrong shape or dtype";
     case AFD_E_STATE: return "invalid state";
+    case AFD_E_PEER: return "peer failed";
     default: break;
     }
     if (code < 0 && code > AFD_E_BASE)

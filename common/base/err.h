@@ -28,6 +28,7 @@ enum {
     AFD_E_NOTFOUND = -10007,    /* a named thing (tensor, key, file) is missing */
     AFD_E_SHAPE = -10008,       /* a tensor has the wrong shape or dtype */
     AFD_E_STATE = -10009,       /* call not valid in the object's current state */
+    AFD_E_PEER = -10010,        /* a peer refused us, failed or went away */
 };
 
 typedef struct afd_err {
