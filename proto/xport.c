@@ -287,7 +287,6 @@ void xp_peer_destroy(xp_peer *p) {
     c->peers[i] = c->peers[--c->n_peers];
     c->peers[i]->idx = i;
     c->n_closing--;
-    c->st.peers_down++;
     free(p);
 }
 

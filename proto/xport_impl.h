@@ -74,6 +74,7 @@ struct xp_peer {
     int reason;
     bool force;  /* close without flushing */
     bool flushing;
+    bool told;   /* on_down has run: a zombie waiting for its endpoint close */
     char name[64];
     char why[192];
     uint64_t last_rx_ns, last_tx_ns, deadline_ns;

@@ -71,7 +71,7 @@ static void close_start(xp_peer *p, uint64_t now) {
     ucp_request_param_t rp = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
                               .flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0};
     xp_rx_detach(p);
-    void *req = XP_CHECK_PTR(AFD_LOG_WARN, ucp_ep_close_nbx(p->ep, &rp));
+    void *req = XP_CHECK_PTR(AFD_LOG_INFO, ucp_ep_close_nbx(p->ep, &rp));
     p->close_req = UCS_PTR_IS_PTR(req) ? req : NULL;
     p->state = XP_P_CLOSING;
     p->deadline_ns = now + ms_ns(p->c->o.close_timeout_ms);
@@ -94,6 +94,17 @@ static int close_check(xp_peer *p, uint64_t now, bool final) {
     return 1;
 }
 
+/* on_down, once: after every send callback of the peer; the endpoint close may still be in
+ * flight (the peer struct then lingers, invisible to the user, until it ends). */
+static void tell_down(xp_ctx *c, xp_peer *p) {
+    if (p->told)
+        return;
+    p->told = true;
+    c->st.peers_down++;
+    if (c->h.on_down)
+        c->h.on_down(c->ud, p, p->reason, p->why);
+}
+
 /* Moves one peer that is not UP along its close; 1 when it was freed. */
 static int reap_one(xp_ctx *c, xp_peer *p, uint64_t now, bool final) {
     if (p->state == XP_P_DRAIN) {
@@ -104,16 +115,20 @@ static int reap_one(xp_ctx *c, xp_peer *p, uint64_t now, bool final) {
     }
     if (p->state == XP_P_DOWN)
         close_start(p, now);
-    if (p->state == XP_P_CLOSING && !close_check(p, now, final))
-        return 0;
     xp_cq_drain(c); /* completions the close produced */
+    if (p->state == XP_P_CLOSING && !close_check(p, now, final)) {
+        if (!p->tx_inflight && !p->told) {
+            tell_down(c, p);
+            return 1;
+        }
+        return 0;
+    }
     if (p->tx_inflight) {
         if (now < p->deadline_ns && !final)
             return 0;
         tx_abandon(p, final ? -ECANCELED : -ETIMEDOUT);
     }
-    if (c->h.on_down)
-        c->h.on_down(c->ud, p, p->reason, p->why);
+    tell_down(c, p);
     xp_peer_destroy(p);
     return 1;
 }
@@ -266,7 +281,10 @@ void xp_kick(xp_ctx *c) {
     if (!c->base || c->kick_pending || !c->ev_kick)
         return;
     c->kick_pending = true;
-    event_active(c->ev_kick, EV_TIMEOUT, 0);
+    /* a zero timeout, not event_active: libevent runs events activated during its active
+     * phase in the same phase, so two spinning contexts would starve the fds forever */
+    static const struct timeval now = {0, 0};
+    evtimer_add(c->ev_kick, &now);
 }
 
 int xp_attach(xp_ctx *c, struct event_base *base, int spin_us) {
@@ -276,7 +294,7 @@ int xp_attach(xp_ctx *c, struct event_base *base, int spin_us) {
         return -EINVAL;
     c->ev_fd = event_new(base, c->efd, EV_READ | EV_PERSIST, ev_run, c);
     c->ev_timer = evtimer_new(base, ev_run, c);
-    c->ev_kick = event_new(base, -1, 0, ev_run, c);
+    c->ev_kick = evtimer_new(base, ev_run, c);
     if (!c->ev_fd || !c->ev_timer || !c->ev_kick || event_add(c->ev_fd, NULL)) {
         xp_detach(c);
         return -ENOMEM;
