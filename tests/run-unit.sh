@@ -21,6 +21,12 @@ for b in "${bins[@]}"; do
     us=$((${EPOCHREALTIME/./} - start))
     dur=$((us / 1000000)).$(((us / 100000) % 10))
     synth=$(grep -a 'Synthesis:' <<<"$out" | tail -1 | sed 's/.*Synthesis: //')
+    # Criterion ignores what a sanitizer prints in a test's child process at exit (leaks):
+    # any sanitizer report fails the binary.
+    if ((rc == 0)) && grep -aqE 'ERROR: (LeakSanitizer|AddressSanitizer)|runtime error:' <<<"$out"; then
+        rc=99
+        synth="$synth; sanitizer report"
+    fi
     if ((rc == 0)); then
         printf 'PASS %-48s %6ss  %s\n' "${b#"$build"/tests/}" "$dur" "$synth"
     else
