@@ -19,6 +19,24 @@
 #include "common/base/clock.h"
 #include "proto/xport.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define HAVE_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HAVE_LSAN 1
+#endif
+#endif
+#ifdef HAVE_LSAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
+/* Under ASan (`make asan`): everything the test made is freed by now. */
+static void leak_check(void) {
+#ifdef HAVE_LSAN
+    cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaks reported above");
+#endif
+}
+
 /* ---- fixtures ---- */
 
 #define MAX_FRAMES 1024
@@ -271,6 +289,7 @@ static void roundtrip(xp_errmode mode) {
     xp_free(srv.c);
     for (int i = 0; i < N; i++)
         free(bufs[i]);
+    leak_check();
 }
 
 Test(xport, roundtrip_err_none) { roundtrip(XP_ERR_NONE); }
@@ -410,6 +429,7 @@ static void dying_peer(xp_errmode mode, int sig) {
                       ms);
     xp_free(srv.c);
     cr_assert_eq(srv.downs, 1);
+    leak_check();
 }
 
 Test(xport, killed_peer_err_none) { dying_peer(XP_ERR_NONE, SIGKILL); }
@@ -479,6 +499,7 @@ Test(xport, many_in_flight_from_registered_buffer) {
     xp_free(cli.c);
     xp_free(srv.c);
     free(slots);
+    leak_check();
 }
 
 /* ---- xp_free with sends in flight ---- */
@@ -507,6 +528,7 @@ Test(xport, free_with_sends_in_flight) {
     xp_free(srv.c);
     cr_assert_eq(srv.downs, 1, "server on_down %d", srv.downs);
     free(buf);
+    leak_check();
 }
 
 Test(xport, free_server_with_peers_up) {
@@ -528,6 +550,7 @@ Test(xport, free_server_with_peers_up) {
               xp_down_name(a.reasons[0]));
     xp_free(a.c);
     xp_free(b.c);
+    leak_check();
 }
 
 /* ---- sleeping and keeping alive ---- */
@@ -770,6 +793,7 @@ static void bad_frame(bad_kind kind, const char *why_has) {
     xp_free(good.c);
     xp_free(srv.c);
     free(pl);
+    leak_check();
 }
 
 Test(xport, bad_magic_drops_only_that_peer) { bad_frame(BAD_MAGIC, "bad magic"); }
@@ -833,4 +857,5 @@ Test(xport, libevent_attach) {
     xp_free(cli.c);
     xp_free(srv.c);
     event_base_free(base);
+    leak_check();
 }
