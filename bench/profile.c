@@ -35,7 +35,7 @@ static void usage(FILE *out) {
         "  --model DIR          the model (config.json + safetensors)\n"
         "  --out FILE           the profile to write (default afd-profile.json)\n"
         "  --quick              small grids and few repetitions (CI smoke run)\n"
-        "  --batches LIST       attention batch sizes, sequences (default 1,4,16,64; quick 1,4,16)\n"
+        "  --batches LIST       attention batch sizes, sequences (default 1,4,16,64; quick 1,4,8)\n"
         "  --contexts LIST      attention contexts, tokens (default 256,1024,4096; quick 256,1024)\n"
         "  --tokens LIST        FFN batch sizes, tokens (default 1,8,64,256; quick 1,16,256)\n"
         "  --link-bytes LIST    link transfer sizes, bytes (default: one token's A2F up to 4x\n"
@@ -121,7 +121,7 @@ static void defaults(prof_opts *o) {
 
 /* Lists not given on the command line, and the timing budget, by --quick. */
 static void fill_defaults(prof_opts *o) {
-    static const prof_list qb = {{1, 4, 16}, 3}, fb = {{1, 4, 16, 64}, 4};
+    static const prof_list qb = {{1, 4, 8}, 3}, fb = {{1, 4, 16, 64}, 4};
     static const prof_list qc = {{256, 1024}, 2}, fc = {{256, 1024, 4096}, 3};
     static const prof_list qt = {{1, 16, 256}, 3}, ft = {{1, 8, 64, 256}, 4};
     if (!o->batches.n)

@@ -61,23 +61,27 @@ jqt "summary line: fitted coefficients" "$tmp/summary.json" \
 jqt "format and version" "$p" '.format == "afd-profile" and .version == 1'
 jqt "model and hardware labels" "$p" '.model == "tiny" and (.hardware | length) > 0'
 jqt "attention: 3 batches x 2 contexts" "$p" \
-    '[.attention.samples[] | [.batch, .context]] | sort == [[1,256],[1,1024],[4,256],[4,1024],[16,256],[16,1024]]'
+    '[.attention.samples[] | [.batch, .context]] | sort == [[1,256],[1,1024],[4,256],[4,1024],[8,256],[8,1024]]'
 jqt "ffn: 3 token counts, 1 shard" "$p" '[.ffn.samples[].tokens] == [1,16,256] and .ffn.shards == 1'
 jqt "link: 4 sizes, increasing" "$p" \
     '[.link.samples[].bytes] | length == 4 and . == sort and .[0] > 0'
 jqt "link measured through afd's transport" "$p" '.link.source | test("proto/xport.h")'
 jqt "every time > 0" "$p" \
     '[.attention.samples[].us, .ffn.samples[].us, .link.samples[].us] | all(. > 0)'
-jqt "largest attention point slower than the smallest" "$p" \
-    '.attention.samples | (map(select(.batch == 16 and .context == 1024))[0].us) > (map(select(.batch == 1 and .context == 256))[0].us)'
-jqt "attention grows with context at batch 16" "$p" \
-    '.attention.samples | (map(select(.batch == 16 and .context == 1024))[0].us) > (map(select(.batch == 16 and .context == 256))[0].us)'
-jqt "ffn: 256 tokens slower than 1" "$p" \
-    '.ffn.samples | (map(select(.tokens == 256))[0].us) > (map(select(.tokens == 1))[0].us)'
+# Growth is judged on each point's fastest run (us_min): on a shared 2-core machine a run can
+# lose its core for a whole time slice, which can move a median of 7 runs but not the minimum.
+jqt "largest attention point slower than the smallest (fastest runs)" "$p" \
+    '.attention.samples | (map(select(.batch == 8 and .context == 1024))[0].us_min) > (map(select(.batch == 1 and .context == 256))[0].us_min)'
+jqt "attention grows with context at batch 8 (fastest runs)" "$p" \
+    '.attention.samples | (map(select(.batch == 8 and .context == 1024))[0].us_min) > (map(select(.batch == 8 and .context == 256))[0].us_min)'
+jqt "ffn: 256 tokens slower than 1 (fastest runs)" "$p" \
+    '.ffn.samples | (map(select(.tokens == 256))[0].us_min) > (map(select(.tokens == 1))[0].us_min)'
+jqt "medians within each point's fastest and slowest run" "$p" \
+    '[.attention.samples[], .ffn.samples[] | .us_min <= .us and .us <= .us_max and .runs >= 7] | all'
 jqt "kv capacity: 8 GiB / 1024 B per token (tiny, bf16)" "$p" \
     '.attention.kv_capacity_tokens == 8388608 and .attention.kv_bytes_per_token == 1024'
 jqt "step overhead > 0 at the largest batch" "$p" \
-    '.attention.step_overhead_us > 0 and .attention.step_overhead_batch == 16'
+    '.attention.step_overhead_us > 0 and .attention.step_overhead_batch == 8'
 # tiny: hidden 128, top-3 of 8: A2F = 128 e4m3 + 4 scale + 3 x (4 weight + 2 id) + pad, F2A 256
 jqt "wire bytes per token from proto/wire.h" "$p" \
     '.link.a2f_bytes_per_token > 150 and .link.a2f_bytes_per_token < 151 and .link.f2a_bytes_per_token > 256 and .link.f2a_bytes_per_token < 257'
