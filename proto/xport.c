@@ -186,6 +186,7 @@ xp_sreq *xp_sreq_get(xp_ctx *c) {
         c->sreq_free = sr->qnext;
     } else {
         sr = xcalloc(1, sizeof *sr);
+        sr->c = c;
         sr->all_next = c->sreq_all;
         c->sreq_all = sr;
     }
@@ -301,7 +302,10 @@ void xp_peer_down(xp_peer *p, int reason, int mode, const char *fmt, ...) {
         va_end(ap);
         p->reason = reason;
         c->n_closing++;
-        log_info("xport: peer %s down (%s): %s", p->name, xp_down_name(reason), p->why);
+        bool quiet = reason == XP_DOWN_CLOSED || reason == XP_DOWN_GOODBYE ||
+                     reason == XP_DOWN_SHUTDOWN;
+        afd_log(quiet ? AFD_LOG_INFO : AFD_LOG_WARN, "xport: peer %s down (%s): %s", p->name,
+                xp_down_name(reason), p->why);
     }
     int was = p->state;
     p->state = XP_P_DOWN;
@@ -355,7 +359,7 @@ static void send_done(void *req, ucs_status_t st, void *ud) {
     ucp_request_free(req);
     sr->req = NULL;
     sr->status = xp_status_err(st);
-    xp_cq_push(sr->peer->c, sr);
+    xp_cq_push(sr->c, sr);
 }
 
 static void tx_link(xp_peer *p, xp_sreq *sr) {

@@ -34,6 +34,7 @@ typedef struct xp_sreq {
     struct xp_sreq *qnext;            /* free list, or the completion queue */
     struct xp_sreq *prev, *next;      /* the peer's in-flight list */
     struct xp_sreq *all_next;         /* every request ever made, freed by xp_free */
+    xp_ctx *c;
     xp_peer *peer;
     xp_send_cb cb;
     void *arg;

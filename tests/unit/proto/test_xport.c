@@ -859,3 +859,68 @@ Test(xport, libevent_attach) {
     event_base_free(base);
     leak_check();
 }
+
+/* ---- per-peer limits and handler refusals ---- */
+
+static int accept_handshake_only(void *ud, xp_peer *p) {
+    wire_limits lim;
+    wire_limits_handshake(&lim);
+    xp_peer_set_limits(p, &lim);
+    return on_accept(ud, p);
+}
+
+static int refuse_step_7(void *ud, xp_peer *p, const wire_hdr *h, const uint8_t *pl,
+                         size_t len) {
+    on_frame(ud, p, h, pl, len);
+    return h->step == 7 ? AFD_E_FORMAT : 0;
+}
+
+Test(xport, peer_limits_and_handler_refusal) {
+    xp_opts o = opts_for(XP_ERR_NONE);
+    side srv, a, b;
+    side_init(&srv, "server", &o);
+    side_init(&a, "a", &o);
+    side_init(&b, "b", &o);
+    xp_handlers h = {accept_handshake_only, refuse_step_7, on_down};
+    xp_free(srv.c);
+    afd_err err = {0};
+    cr_assert_eq(xp_init(&srv.c, &o, &h, &srv, &err), 0, "%s", err.msg);
+    int port = server_listen(&srv);
+    xp_peer *pa = client_connect(&a, port), *pb = client_connect(&b, port);
+    /* a: an ERROR frame passes the handshake limits, A2F does not */
+    wire_hdr err_frame = {.type = WIRE_T_ERROR, .layer = WIRE_LAYER_NONE};
+    uint8_t msg[WIRE_MSG_MAX_LEN];
+    size_t n = 0;
+    cr_assert_eq(wire_error_encode(msg, sizeof msg, -1, "test", &n), 0);
+    cr_assert_eq(xp_send(pa, &err_frame, msg, n, NULL, NULL), 0);
+    wire_hdr d = a2f_hdr(1);
+    cr_assert_eq(xp_send(pa, &d, msg, 8, NULL, NULL), 0);
+    /* b: HELLO-sized frames pass until the handler refuses step 7 */
+    for (uint64_t s = 5; s < 10; s++) {
+        wire_hdr hh = {.type = WIRE_T_HELLO, .layer = WIRE_LAYER_NONE, .step = s};
+        cr_assert_eq(xp_send(pb, &hh, msg, WIRE_HELLO_MIN + 4, NULL, NULL), 0);
+    }
+    cr_assert(PUMP3_UNTIL(&srv, &a, &b, srv.downs, 2, 5000), "downs %d", srv.downs);
+    cr_assert(PUMP3_UNTIL(&srv, &a, &b, a.downs, 1, 5000));
+    cr_assert(PUMP3_UNTIL(&srv, &a, &b, b.downs, 1, 5000));
+    int bad = -1, refused = -1;
+    for (int i = 0; i < 2; i++) {
+        if (srv.reasons[i] == XP_DOWN_BAD_FRAME)
+            bad = i;
+        if (srv.reasons[i] == XP_DOWN_REFUSED)
+            refused = i;
+    }
+    cr_assert(bad >= 0 && refused >= 0, "reasons %s, %s", xp_down_name(srv.reasons[0]),
+              xp_down_name(srv.reasons[1]));
+    cr_assert(strstr(srv.why[bad], "unknown frame type or type not accepted"), "%s",
+              srv.why[bad]);
+    cr_assert(strstr(srv.why[refused], "HELLO frame refused"), "%s", srv.why[refused]);
+    /* frames seen: a's ERROR; b's steps 5, 6, 7 (7 refused after on_frame), none after */
+    cr_assert_eq(srv.frames, 4, "frames %d", srv.frames);
+    cr_assert_eq(a.reasons[0], XP_DOWN_GOODBYE, "a: %s", xp_down_name(a.reasons[0]));
+    cr_assert_eq(b.reasons[0], XP_DOWN_GOODBYE, "b: %s", xp_down_name(b.reasons[0]));
+    xp_free(a.c);
+    xp_free(b.c);
+    xp_free(srv.c);
+    leak_check();
+}
