@@ -133,6 +133,7 @@ static void fill_defaults(prof_opts *o) {
     o->min_reps = o->quick ? 7 : 9;
     o->max_reps = o->quick ? 50 : 200;
     o->budget_ms = o->quick ? 40 : 300;
+    o->rounds = o->quick ? 2 : 3;
 }
 
 enum { O_MODEL = 256, O_OUT, O_QUICK, O_BATCHES, O_CONTEXTS, O_TOKENS, O_LINKB, O_LINKFROM,

@@ -9,7 +9,7 @@
  * them). FFN samples time afd_ffn_forward on inputs and routing captured from a prefill of
  * PREFILL_LEN-token sequences of random token ids through the real layers below, so the
  * router's real imbalance is in the times; a `tokens` batch takes rows spread evenly over all
- * the prefill's sequences and positions.
+ * the prefill's sequences and positions. Each grid is timed in rounds (profile_time.c).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -340,6 +340,30 @@ static int run_ffn(void *arg) {
                            pe->rs.ffo, pe->f, pe->cur_n, pe->ids, pe->wts);
 }
 
+static void print_sample(const char *what, const prof_sample *s) {
+    printf("  %s %10.1f us  (min %.1f, max %.1f, %d runs)\n", what, s->us, s->us_min, s->us_max,
+           s->reps);
+}
+
+/* Finishes (and frees the runs of) every sample, measured or not. */
+static void finish_all(prof_sample *s, int n) {
+    for (int i = 0; i < n; i++)
+        prof_time_finish(&s[i]);
+}
+
+/* One round over the token counts. */
+static int ffn_round(prof_engine *pe, prof_timer *t, prof_result *r) {
+    for (int i = 0; i < r->n_ffn; i++) {
+        int n = (int)r->ffn[i].x0, rc;
+        gather_rows(pe, n);
+        if ((rc = prof_time_round(t, run_ffn, NULL, pe, &r->ffn[i], pe->o->rounds))) {
+            fprintf(stderr, "afd-bench profile: ffn of %d tokens: %s\n", n, afd_strerror(rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
 int prof_measure_ffn(prof_engine *pe, prof_timer *t, prof_result *r) {
     int rc = capture_routing(pe);
     if (rc)
@@ -349,20 +373,18 @@ int prof_measure_ffn(prof_engine *pe, prof_timer *t, prof_result *r) {
            "%d tokens, busiest expert %.2fx the even share\n", pe->layer,
            r->layer_moe ? "MoE" : "dense", pe->o->shards, pe->shard.expert_begin,
            pe->shard.expert_end, pe->max_n, r->route_imbalance);
-    for (int i = 0; i < pe->o->tokens.n; i++) {
-        int n = (int)pe->o->tokens.v[i];
-        prof_sample *s = &r->ffn[r->n_ffn];
-        gather_rows(pe, n);
-        if ((rc = prof_time(t, run_ffn, NULL, pe, s))) {
-            fprintf(stderr, "afd-bench profile: ffn of %d tokens: %s\n", n, afd_strerror(rc));
-            return rc;
-        }
-        s->x0 = n;
-        r->n_ffn++;
-        printf("  ffn  tokens %6d                 %10.1f us  (min %.1f, max %.1f, %d runs)\n", n,
-               s->us, s->us_min, s->us_max, s->reps);
+    r->n_ffn = pe->o->tokens.n;
+    for (int i = 0; i < r->n_ffn; i++)
+        r->ffn[i] = (prof_sample){.x0 = (double)pe->o->tokens.v[i]};
+    for (int k = 0; k < pe->o->rounds && !rc; k++)
+        rc = ffn_round(pe, t, r);
+    finish_all(r->ffn, r->n_ffn);
+    for (int i = 0; i < r->n_ffn && !rc; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "ffn  tokens %6.0f                ", r->ffn[i].x0);
+        print_sample(what, &r->ffn[i]);
     }
-    return 0;
+    return rc;
 }
 
 /* ---- attention ---- */
@@ -428,19 +450,15 @@ static int run_attention(void *arg) {
     return rc ? rc : afd_ffn_prepare(&pe->eng, &pe->rs, pe->layer);
 }
 
-static int attention_point(prof_engine *pe, prof_timer *t, int b, int ctx, prof_sample *s) {
+static int attention_point(prof_engine *pe, prof_timer *t, prof_sample *s) {
+    int b = (int)s->x0, ctx = (int)s->x1;
     int rc = begin_decode(pe, b, ctx);
     if (!rc)
-        rc = prof_time(t, run_attention, restore_x, pe, s);
-    if (rc) {
+        rc = prof_time_round(t, run_attention, restore_x, pe, s, pe->o->rounds);
+    if (rc)
         fprintf(stderr, "afd-bench profile: attention, batch %d at context %d: %s\n", b, ctx,
                 afd_strerror(rc));
-        return rc;
-    }
-    s->x0 = b, s->x1 = ctx;
-    printf("  attn batch %5d context %6d    %10.1f us  (min %.1f, max %.1f, %d runs)\n", b, ctx,
-           s->us, s->us_min, s->us_max, s->reps);
-    return 0;
+    return rc;
 }
 
 int prof_measure_attention(prof_engine *pe, prof_timer *t, prof_result *r) {
@@ -449,15 +467,22 @@ int prof_measure_attention(prof_engine *pe, prof_timer *t, prof_result *r) {
         return rc;
     printf("attention: layer %d, afd_attn_layer + afd_ffn_prepare, %s KV cache filled to each "
            "context\n", pe->layer, pe->o->kv_dtype);
+    r->n_attn = 0;
     for (int j = 0; j < pe->o->contexts.n; j++)
-        for (int i = 0; i < pe->o->batches.n; i++) {
-            prof_sample *s = &r->attn[r->n_attn];
-            rc = attention_point(pe, t, (int)pe->o->batches.v[i], (int)pe->o->contexts.v[j], s);
-            if (rc)
-                return rc;
-            r->n_attn++;
-        }
-    return 0;
+        for (int i = 0; i < pe->o->batches.n; i++)
+            r->attn[r->n_attn++] = (prof_sample){.x0 = (double)pe->o->batches.v[i],
+                                                 .x1 = (double)pe->o->contexts.v[j]};
+    for (int k = 0; k < pe->o->rounds && !rc; k++)
+        for (int i = 0; i < r->n_attn && !rc; i++)
+            rc = attention_point(pe, t, &r->attn[i]);
+    finish_all(r->attn, r->n_attn);
+    for (int i = 0; i < r->n_attn && !rc; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "attn batch %5.0f context %6.0f   ", r->attn[i].x0,
+                 r->attn[i].x1);
+        print_sample(what, &r->attn[i]);
+    }
+    return rc;
 }
 
 /* ---- step overhead ---- */

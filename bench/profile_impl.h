@@ -31,8 +31,9 @@ typedef struct prof_opts {
     int threads, shards;
     prof_list batches, contexts, tokens, link_bytes; /* link_bytes.n 0: derived from the model */
     uint64_t kv_mem;                                 /* KV budget for kv_capacity_tokens */
-    /* timing: at least min_reps runs per point, more until budget_ms of wall time */
-    int min_reps, max_reps;
+    /* timing: at least min_reps runs per point, more until budget_ms of wall time, spread
+     * over `rounds` passes over the grid */
+    int min_reps, max_reps, rounds;
     double budget_ms;
 } prof_opts;
 
@@ -41,6 +42,7 @@ typedef struct prof_sample {
     double us;     /* median */
     double us_min, us_max;
     int reps;
+    double *runs;  /* while being measured: every run so far, us (prof_time_round) */
 } prof_sample;
 
 typedef struct prof_result {
@@ -83,9 +85,14 @@ typedef struct prof_timer {
 
 int prof_timer_init(prof_timer *t, const prof_opts *o);
 void prof_timer_free(prof_timer *t);
-/* Runs prep (may be NULL), a cache flush, then fn timed, until min_reps and budget_ms (wall
- * time, flushes included) or max_reps; fills s->us (median), us_min, us_max, reps. 0 or fn's
- * error. */
+/* One round of a point: runs prep (may be NULL), a cache flush, then fn timed, until this
+ * round's share (1/rounds) of min_reps and budget_ms (wall time, flushes included) is done,
+ * or max_reps runs in all; appends to s->runs and s->reps. 0, -ENOMEM or fn's error. */
+int prof_time_round(prof_timer *t, prof_fn fn, prof_prep_fn prep, void *arg, prof_sample *s,
+                    int rounds);
+/* s->us (median), us_min and us_max from the runs, which it frees. */
+void prof_time_finish(prof_sample *s);
+/* One point in one round, finished. */
 int prof_time(prof_timer *t, prof_fn fn, prof_prep_fn prep, void *arg, prof_sample *s);
 
 /* ---- profile_engine.c ---- */

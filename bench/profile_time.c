@@ -5,6 +5,11 @@
  * would find them cached. So before each timed run the timer reads a buffer several times the
  * size of the last-level cache this process can use (bounded to 64..256 MiB). --warm skips
  * that: runs back to back, data left in the caches by the previous run.
+ *
+ * The machine may be shared, and another process can take a core for a while. So a grid is
+ * measured in rounds, each giving every point its share of the runs: a burst of contention
+ * then spreads over all points instead of lifting a few neighbours, and the medians stay in
+ * order.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -63,14 +68,14 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-int prof_time(prof_timer *t, prof_fn fn, prof_prep_fn prep, void *arg, prof_sample *s) {
-    double *us = malloc((size_t)t->max_reps * sizeof *us);
-    if (!us)
+int prof_time_round(prof_timer *t, prof_fn fn, prof_prep_fn prep, void *arg, prof_sample *s,
+                    int rounds) {
+    if (!s->runs && !(s->runs = malloc((size_t)t->max_reps * sizeof *s->runs)))
         return -ENOMEM;
+    int min = (t->min_reps + rounds - 1) / rounds, n = 0, rc = 0;
+    double budget_ns = t->budget_ms * 1e6 / rounds;
     uint64_t start = afd_now_ns();
-    int n = 0, rc = 0;
-    while (n < t->max_reps &&
-           (n < t->min_reps || (double)(afd_now_ns() - start) < t->budget_ms * 1e6)) {
+    while (s->reps < t->max_reps && (n < min || (double)(afd_now_ns() - start) < budget_ns)) {
         if (prep)
             prep(arg);
         if (t->flush)
@@ -78,13 +83,25 @@ int prof_time(prof_timer *t, prof_fn fn, prof_prep_fn prep, void *arg, prof_samp
         uint64_t t0 = afd_now_ns();
         if ((rc = fn(arg)))
             break;
-        us[n++] = (double)(afd_now_ns() - t0) / 1e3;
+        s->runs[s->reps++] = (double)(afd_now_ns() - t0) / 1e3;
+        n++;
     }
-    if (!rc) {
-        qsort(us, (size_t)n, sizeof *us, cmp_double);
-        s->us = n % 2 ? us[n / 2] : 0.5 * (us[n / 2 - 1] + us[n / 2]);
-        s->us_min = us[0], s->us_max = us[n - 1], s->reps = n;
+    return rc;
+}
+
+void prof_time_finish(prof_sample *s) {
+    int n = s->reps;
+    if (n > 0) {
+        qsort(s->runs, (size_t)n, sizeof *s->runs, cmp_double);
+        s->us = n % 2 ? s->runs[n / 2] : 0.5 * (s->runs[n / 2 - 1] + s->runs[n / 2]);
+        s->us_min = s->runs[0], s->us_max = s->runs[n - 1];
     }
-    free(us);
+    free(s->runs);
+    s->runs = NULL;
+}
+
+int prof_time(prof_timer *t, prof_fn fn, prof_prep_fn prep, void *arg, prof_sample *s) {
+    int rc = prof_time_round(t, fn, prep, arg, s, 1);
+    prof_time_finish(s);
     return rc;
 }
