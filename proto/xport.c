@@ -307,23 +307,21 @@ void xp_peer_down(xp_peer *p, int reason, int mode, const char *fmt, ...) {
         afd_log(quiet ? AFD_LOG_INFO : AFD_LOG_WARN, "xport: peer %s down (%s): %s", p->name,
                 xp_down_name(reason), p->why);
     }
-    int was = p->state;
-    p->state = XP_P_DOWN;
+    bool goodbye = mode == XP_CLOSE_GOODBYE && p->state == XP_P_UP;
+    p->deadline_ns = afd_now_ns() + (uint64_t)c->o.close_timeout_ms * 1000000u;
+    p->state = goodbye ? XP_P_DRAIN : XP_P_DOWN;
     p->force = mode == XP_CLOSE_FORCE;
-    if (mode == XP_CLOSE_GOODBYE && was == XP_P_UP) {
-        /* GOODBYE, then let it and every earlier send flush before the endpoint closes */
+    if (goodbye) {
+        /* GOODBYE, then let it and every earlier send flush before the endpoint closes (a
+         * failed send re-enters here with FORCE and moves the peer to DOWN) */
         int32_t code = reason == XP_DOWN_BAD_FRAME ? AFD_E_FORMAT : 0;
         xp_sreq *sr = xp_sreq_get(c);
         size_t n = 0;
         wire_goodbye_encode(sr->body, sizeof sr->body, code, p->why, &n);
         wire_hdr h = {.type = WIRE_T_GOODBYE, .sender = c->o.instance_id,
                       .layer = WIRE_LAYER_NONE};
-        p->state = XP_P_UP; /* so the frame may go out */
-        int rc = xp_frame_send(p, sr, &h, sr->body, n);
-        p->state = rc ? XP_P_DOWN : XP_P_DRAIN;
-        p->force = rc != 0;
+        xp_frame_send(p, sr, &h, sr->body, n);
     }
-    p->deadline_ns = afd_now_ns() + (uint64_t)c->o.close_timeout_ms * 1000000u;
     xp_kick(c);
 }
 
@@ -563,7 +561,8 @@ static void rx_queue_copy(xp_peer *p, const wire_hdr *h, const void *data, size_
                      len);
         return;
     }
-    memcpy(buf, data, len);
+    if (len)
+        memcpy(buf, data, len);
     rx->buf = buf;
     rx->h = *h;
     rx->len = len;
