@@ -156,11 +156,11 @@ static void mm_task(void *p, int task, int thread) {
     j->c->k->matmul_cols(j->y, j->x, j->B, j->w, n0, n1, thread_scratch(j->c, thread));
 }
 
-/* Columns per task: 32 for a few rows of x (streaming, no reuse to gain); for more rows up to
- * CPU_MM_NP, so the permuted x of a K block serves more columns, while keeping at least 4
- * tasks per thread. The split never changes a result. */
-static int mm_width(const cpu_ctx *c, int B, int64_t N) {
-    int width = B <= 8 ? 32 : CPU_MM_NP;
+/* Columns per task: up to CPU_MM_NP, so the permuted x (once per task or K block) serves more
+ * columns and a thread streams long contiguous runs of weight rows, while keeping at least 4
+ * tasks per thread for balance. The split never changes a result. */
+static int mm_width(const cpu_ctx *c, int64_t N) {
+    int width = CPU_MM_NP;
     while (width > 32 && (N + width - 1) / width < 4 * c->n_threads)
         width /= 2;
     return width;
@@ -172,7 +172,7 @@ static int cpu_matmul(afd_backend *be, float *y, const float *x, int B, const af
         return AFD_E_UNSUPPORTED;
     if (B <= 0 || w->rows == 0)
         return 0;
-    mm_job j = {c, y, x, B, mm_width(c, B, w->rows), w};
+    mm_job j = {c, y, x, B, mm_width(c, w->rows), w};
     tp_run(c->pool, (int)((w->rows + j.width - 1) / j.width), mm_task, &j);
     return 0;
 }
