@@ -154,9 +154,6 @@ static void cvt_row(int src, float *d, const uint8_t *row, int n, float scale) {
  * 256-768 equally good). BF16, F16 and F32 rows get none: the hardware prefetcher keeps up and
  * extra prefetches only cost bandwidth. */
 #define MM_PF_DIST 512
-#ifndef MM_QUAD_CMAX
-#define MM_QUAD_CMAX 4 /* raw FP8 tiles up to this wide convert 64 codes per step */
-#endif
 /* A padded K block: MM_KC columns plus the zero padding of up to 6 segments. */
 #define MM_KCP_MAX (MM_KC + 6 * 2 * VL)
 #define MM_SUB 32     /* packed path: columns per packed sub-panel */
@@ -330,16 +327,10 @@ ALWAYS void mm_e4m3_chunk2(const int R, const int C, const mm_blk *m, vf a[4][MM
 ALWAYS void mm_pair_seg(const int R, const int C, const int mk, const mm_blk *m,
                         vf a[4][MM_CMAX], int k, int end, int kx) {
     const bool packed = mk == MK_PBF16 || mk == MK_PE4M3;
-    if (end - k == AFD_FP8_BLOCK && mk == MK_E4M3 && C <= MM_QUAD_CMAX) {
+    if (end - k == AFD_FP8_BLOCK && mk == MK_E4M3) {
 #pragma GCC unroll 8
         for (int j = 0; j < AFD_FP8_BLOCK; j += 4 * VL)
             mm_e4m3_chunk2(R, C, m, a, k + j, kx + j);
-        return;
-    }
-    if (end - k == AFD_FP8_BLOCK && mk == MK_E4M3) {
-#pragma GCC unroll 8
-        for (int j = 0; j < AFD_FP8_BLOCK; j += 2 * VL)
-            mm_pair_chunk(R, C, mk, m, a, k + j, kx + j, 2 * VL);
         return;
     }
     if (end - k == AFD_FP8_BLOCK && mk == MK_PE4M3) {
