@@ -224,10 +224,19 @@ ALWAYS void wload_pair(const int src, const uint8_t *row, int k, int n, vf *e, v
 
 /* One weight row, columns [0, kn), into the padded pair layout. */
 static void pack_pair_row(float *d, int src, const uint8_t *row, int64_t kcol0, int kn) {
-    vf e, o;
+    vf e, o, e1, o1;
     for (int k = 0, end; k < kn; k = end) {
         end = seg_end(src, kcol0, k, kn);
-        for (int j = k; j < end; j += 2 * VL, d += 2 * VL) {
+        int j = k;
+        if (src == SRC_E4M3) /* 4*VL codes per step where the segment has them */
+            for (; j + 4 * VL <= end; j += 4 * VL, d += 4 * VL) {
+                w_e4m3_quad(row + j, &e, &o, &e1, &o1);
+                v_store(d, e);
+                v_store(d + VL, o);
+                v_store(d + 2 * VL, e1);
+                v_store(d + 3 * VL, o1);
+            }
+        for (; j < end; j += 2 * VL, d += 2 * VL) {
             wload_pair(src, row, j, end - j < 2 * VL ? end - j : 2 * VL, &e, &o);
             v_store(d, e);
             v_store(d + VL, o);
