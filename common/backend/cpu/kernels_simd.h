@@ -257,7 +257,29 @@ typedef struct mm_blk {
     size_t ldacc;
     bool init;              /* first K block: start from 0 */
     bool pf;                /* raw FP8 weights: prefetch MM_PF_DIST bytes ahead in each row */
+    bool pf_wrap;           /* ... and past a row's end into the next C rows (this task's) */
 } mm_blk;
+
+/* Raw FP8 rows at step column kw: prefetch MM_PF_DIST bytes ahead in each of the C rows; past
+ * the rows' end, the same distance into the next C rows (the next tile) when they are this
+ * task's, so short rows start warm too. Never past the view's columns (TP slices). */
+ALWAYS void mm_pf_e4m3(const int C, const mm_blk *m, int kw) {
+    if (!m->pf)
+        return;
+    size_t off = (size_t)kw + MM_PF_DIST;
+    const uint8_t *base = m->w;
+    if (off >= (size_t)m->kn) {
+        if (!m->pf_wrap)
+            return;
+        off -= (size_t)m->kn;
+        base += C * m->ldw;
+        if (off >= (size_t)m->kn)
+            return;
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < C; c++)
+        prefetch(base + c * m->ldw + off);
+}
 
 /* One pair chunk: weights at column kw (raw: natural; packed: padded), x at padded column kx;
  * a[r][c] = fma(w_E, x_E, a); a = fma(w_O, x_O, a). */
@@ -265,10 +287,8 @@ ALWAYS void mm_pair_chunk(const int R, const int C, const int mk, const mm_blk *
                           vf a[4][MM_CMAX], int kw, int kx, int n) {
     vf we[MM_CMAX], wo[MM_CMAX];
     const bool packed = mk == MK_PBF16 || mk == MK_PE4M3;
-    if (mk == MK_E4M3 && m->pf && kw + MM_PF_DIST < m->kn)
-#pragma GCC unroll 8
-        for (int c = 0; c < C; c++)
-            prefetch(m->w + c * m->ldw + (size_t)kw + MM_PF_DIST);
+    if (mk == MK_E4M3)
+        mm_pf_e4m3(C, m, kw);
 #pragma GCC unroll 8
     for (int c = 0; c < C; c++) {
         if (packed) {
@@ -296,10 +316,7 @@ ALWAYS void mm_pair_chunk(const int R, const int C, const int mk, const mm_blk *
 ALWAYS void mm_e4m3_chunk2(const int R, const int C, const mm_blk *m, vf a[4][MM_CMAX], int kw,
                            int kx) {
     vf we0[MM_CMAX], wo0[MM_CMAX], we1[MM_CMAX], wo1[MM_CMAX];
-    if (m->pf && kw + MM_PF_DIST < m->kn) /* one line per row and step */
-#pragma GCC unroll 8
-        for (int c = 0; c < C; c++)
-            prefetch(m->w + c * m->ldw + (size_t)kw + MM_PF_DIST);
+    mm_pf_e4m3(C, m, kw); /* one line per row and step */
     if (R == 1) { /* one row of x: each weight row converted and used at once (no spills) */
         const float *xr = m->x + kx;
         vf xe0 = v_load(xr), xo0 = v_load(xr + VL), xe1 = v_load(xr + 2 * VL);
@@ -568,6 +585,7 @@ static void mm_block(const mm_pass *p, float *acc, int rb, int k0, int kn) {
                 m.w = (const uint8_t *)p->w->data + ((size_t)(p->n0 + c) * p->w->ld + k0) * es;
                 m.ldw = (size_t)p->w->ld * es;
                 m.pf = true;
+                m.pf_wrap = c + 2 * C <= p->np;
             } else {
                 m.w = (const uint8_t *)(p->pack + (size_t)c * p->ldp);
                 m.ldw = (size_t)p->ldp * sizeof(float);
