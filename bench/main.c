@@ -21,6 +21,9 @@ static const bench_cmd commands[] = {
     {"kernels", bench_kernels,
      "CPU math kernels against this machine's roofline (bandwidth, FMA/AMX peak): matmul at\n"
      "                batch 1/8/64 in BF16 and FP8, paged attention over 1K-32K tokens"},
+    {"link", bench_link,
+     "A2F+F2A round trip of one micro-batch through ffnd (identity FFN) against a bare UCP\n"
+     "                ping-pong of the same bytes, shared memory and TCP (docs/benchmarks.md)"},
     {"profile", bench_profile,
      "measured attention/FFN/link times of a model on this machine: the profile\n"
      "                `afd-plan plan --profile` reads (docs/planning.md section 4)"},
@@ -37,6 +40,7 @@ static void usage(FILE *out) {
                  "  afd-bench kernels                      # full run, a few minutes\n"
                  "  afd-bench kernels --isa avx2 --threads 1\n"
                  "  afd-bench kernels --quick | tail -1 | jq .matmul_b1_bf16_frac\n"
+                 "  afd-bench link --quick | tail -1 | jq .link_ratio_shm\n"
                  "  afd-bench profile --model build/models/tiny --quick --out /tmp/p.json\n");
 }
 

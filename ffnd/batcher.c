@@ -105,8 +105,7 @@ int fb_encode(ffn_batcher *b, int i, const wire_dims *d, uint8_t dtype, uint8_t 
     const float *y = b->out + (size_t)r->row0 * (size_t)H;
     size_t n = (size_t)T * (size_t)H;
     if (dtype == WIRE_DT_BF16) {
-        for (size_t j = 0; j < n; j++)
-            v.bf16[j] = afd_f32_to_bf16(y[j]);
+        afd_f32_to_bf16_n(v.bf16, y, n);
     } else if (dtype == WIRE_DT_E4M3) {
         afd_be_quantize_fp8(b->be, v.q, v.scales, y, T, H, (int)(H / (int)v.groups));
     } else {

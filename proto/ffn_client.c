@@ -145,8 +145,7 @@ static fc_slot *slot_of(fc_group *g, const wire_hdr *h) {
 static void decode_partial(float *dst, const wire_f2a *v, uint32_t hidden) {
     size_t n = (size_t)v->n_tok * hidden;
     if (v->dtype == WIRE_DT_BF16) {
-        for (size_t i = 0; i < n; i++)
-            dst[i] = afd_bf16_to_f32(v->bf16[i]);
+        afd_bf16_to_f32_n(dst, v->bf16, n);
     } else if (v->dtype == WIRE_DT_E4M3) {
         size_t gsz = hidden / v->groups;
         for (size_t i = 0; i < n; i++)
@@ -456,9 +455,9 @@ int fc_take(fc_group *g, int slot, float *out) {
     }
     fc_slot *s = &g->slots[slot];
     size_t n = (size_t)s->n_tok * g->o.dims.hidden;
-    for (size_t i = 0; i < n; i++)
-        out[i] = 0.0f;
-    for (int j = 0; j < g->o.n_shards; j++) {
+    /* (p0 + p1) + p2 ...: a one-shard group gives its partial exactly */
+    memcpy(out, s->part[0], n * sizeof(float));
+    for (int j = 1; j < g->o.n_shards; j++) {
         const float *p = s->part[j];
         for (size_t i = 0; i < n; i++)
             out[i] += p[i];

@@ -2,7 +2,7 @@
  *
  * An FFN group is n shards (ffnd processes) that together hold the whole FFN: each A2F
  * micro-batch goes to all of them, each answers with its partial sums (F2A), and the client
- * adds the partials in shard order (shard 0 first, starting from +0.0f), so the sum does not
+ * adds the partials in shard order (shard 0's, plus shard 1's, ...), so the sum does not
  * depend on arrival order and a one-shard group gives the shard's answer bit for bit.
  *
  * Slots: the client has `slots` micro-batch slots (the pipeline depth, m). A slot owns a
@@ -71,7 +71,7 @@ int fc_a2f_buffer(fc_group *g, int slot, uint32_t n_tok, bool moe, wire_a2f *a);
 int fc_send(fc_group *g, int slot, uint64_t step, uint16_t mb, uint16_t layer);
 /* 1 when every shard answered slot (then fc_take), 0 pending, negative: the slot failed. */
 int fc_ready(fc_group *g, int slot);
-/* out[n_tok, hidden] = sum of the partials in shard order; frees the slot. 0 or negative. */
+/* out[n_tok, hidden] = the partials summed in shard order; frees the slot. 0 or negative. */
 int fc_take(fc_group *g, int slot, float *out);
 /* Drives the transport without blocking; returns events handled. */
 int fc_progress(fc_group *g);

@@ -7,6 +7,8 @@
  */
 #include "common/base/numfmt.h"
 
+#include <string.h>
+
 #include <math.h> /* NAN only: a constant, no libm call */
 
 /* e4m3 code -> value. Bit 7 sign, bits 6..3 exponent (bias 7), bits 2..0 mantissa m:
@@ -80,6 +82,23 @@ uint16_t afd_f32_to_bf16(float f) {
     if ((u & 0x7fffffffu) > 0x7f800000u)
         return (uint16_t)((u >> 16) | 0x40u); /* NaN: keep sign and top payload, set quiet */
     return (uint16_t)rne_shift(u, 16);        /* overflow rounds to inf, as IEEE says */
+}
+
+void afd_f32_to_bf16_n(uint16_t *restrict dst, const float *restrict src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], 4);
+        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        uint32_t q = (u >> 16) | 0x40u;
+        dst[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+    }
+}
+
+void afd_bf16_to_f32_n(float *restrict dst, const uint16_t *restrict src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(&dst[i], &u, 4);
+    }
 }
 
 /* Normal range |f| >= 2^-6: drop 20 mantissa bits, rebias 127 -> 7 (120 << 3), and clamp at

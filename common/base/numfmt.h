@@ -15,6 +15,7 @@
 #ifndef AFD_NUMFMT_H
 #define AFD_NUMFMT_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -38,6 +39,10 @@ static inline float afd_bf16_to_f32(uint16_t h) { return afd_bits_f32((uint32_t)
 static inline float afd_e4m3_to_f32(uint8_t q) { return afd_e4m3_lut[q]; }
 
 uint16_t afd_f32_to_bf16(float f); /* RNE; overflow -> inf; NaN -> quiet NaN */
+/* Bulk forms, bit-identical to the scalar ones, written so the compiler vectorizes them (the
+ * F2A wire's encode and decode). */
+void afd_f32_to_bf16_n(uint16_t *dst, const float *src, size_t n);
+void afd_bf16_to_f32_n(float *dst, const uint16_t *src, size_t n);
 uint8_t afd_f32_to_e4m3(float f);  /* RNE; |f| > 448 and inf -> +-448 (0x7e); NaN -> 0x7f|sign */
 uint16_t afd_f32_to_f16(float f);  /* RNE; subnormals; overflow -> inf; NaN -> quiet NaN */
 float afd_f16_to_f32(uint16_t h);  /* exact; NaN payload kept, quieted */

@@ -382,3 +382,32 @@ Test(numfmt, results_do_not_depend_on_rounding_mode) {
     }
     fesetround(FE_TONEAREST);
 }
+
+/* The bulk conversions equal the scalar ones: every bf16 code back, and f32 inputs covering
+ * every exponent, sign, rounding tie and NaN payload pattern. */
+Test(numfmt, bulk_bf16_equals_scalar) {
+    enum { N = 1 << 20 };
+    float *f = malloc(N * sizeof *f), *g = malloc(65536 * sizeof *g);
+    uint16_t *h = malloc(N * sizeof *h), *codes = malloc(65536 * sizeof *codes);
+    uint32_t s = 12345;
+    for (int i = 0; i < N; i++) {
+        s = s * 1664525u + 1013904223u;
+        uint32_t u = s;
+        if (i % 4 == 1)
+            u = (u & 0xffff0000u) | 0x8000u; /* exact ties */
+        if (i % 4 == 2)
+            u = (u & 0x807fffffu) | 0x7f800000u; /* inf and NaN payloads */
+        memcpy(&f[i], &u, 4);
+    }
+    afd_f32_to_bf16_n(h, f, N);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(h[i], afd_f32_to_bf16(f[i]), "input %08x: bulk %04x scalar %04x",
+                     afd_f32_bits(f[i]), h[i], afd_f32_to_bf16(f[i]));
+    for (int i = 0; i < 65536; i++)
+        codes[i] = (uint16_t)i;
+    afd_bf16_to_f32_n(g, codes, 65536);
+    for (int i = 0; i < 65536; i++)
+        cr_assert_eq(afd_f32_bits(g[i]), afd_f32_bits(afd_bf16_to_f32((uint16_t)i)), "code %04x",
+                     i);
+    free(f), free(g), free(h), free(codes);
+}

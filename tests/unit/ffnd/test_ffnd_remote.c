@@ -5,7 +5,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -15,8 +15,6 @@
 #include "proto/ffn_client.h"
 #include "proto/xport.h"
 #include "tests/unit/ffnd/ffnd_util.h"
-
-extern char **environ;
 
 static char model_dir[256];
 static afd_backend *be;
@@ -36,7 +34,15 @@ static void setup(void) {
     ft_load(&full, model_dir, NULL);
 }
 
+/* Every ffnd this test started: killed in teardown even when an assertion ended the test
+ * early (and each dies with the test process anyway: PR_SET_PDEATHSIG). */
+static pid_t started[8];
+static int n_started;
+
 static void teardown(void) {
+    for (int i = 0; i < n_started; i++)
+        if (started[i] > 0 && kill(started[i], SIGKILL) == 0)
+            waitpid(started[i], NULL, 0);
     ft_unload(&full);
     afd_backend_free(be);
     ft_rm(model_dir);
@@ -57,7 +63,15 @@ static void start(fproc *d, const char *const *extra) {
     for (int i = 0; extra && extra[i]; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
-    cr_assert_eq(posix_spawn(&d->pid, bin, NULL, NULL, (char *const *)argv, environ), 0);
+    d->pid = fork();
+    cr_assert_geq(d->pid, 0, "fork");
+    if (d->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    if (n_started < 8)
+        started[n_started++] = d->pid;
     int64_t deadline = (int64_t)afd_now_ns() + 30000000000ll;
     for (;;) {
         FILE *f = fopen(d->port_file, "r");
@@ -89,6 +103,9 @@ static int stop(fproc *d) {
         usleep(10000);
     }
     unlink(d->port_file);
+    for (int i = 0; i < n_started; i++)
+        if (started[i] == d->pid)
+            started[i] = 0;
     cr_assert(WIFEXITED(st), "ffnd died of signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
     return WEXITSTATUS(st);
 }
