@@ -5,6 +5,7 @@
 set -uo pipefail
 build=${1:-build}
 export AFD_BUILD=$(cd "$build" && pwd) # tests that start daemons find them in $AFD_BUILD/bin
+export AFD_SRC=$(cd "$(dirname "$0")/.." && pwd) # and the source tree (example configs)
 limit=${AFD_TEST_TIMEOUT:-300}
 export CRITERION_NO_EARLY_EXIT=1 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
