@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/backend/backend.h"
+#include "common/backend/cpu/cpu.h"
 #include "common/base/err.h"
 #include "common/base/log.h"
 
@@ -83,6 +84,36 @@ Test(backend, cpu_isa_names) {
     char want[64];
     snprintf(want, sizeof want, "cpu %s x2 threads", names[0]);
     cr_assert_str_eq(afd_be_describe(be), want);
+    afd_backend_free(be);
+}
+
+/* The list follows the feature probes, best first: avx512vbmi (AVX-512 plus VBMI) before
+ * avx512, and only where the CPU has it. */
+static int isa_index(const char *const *names, int n, const char *isa) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], isa) == 0)
+            return i;
+    return -1;
+}
+
+Test(backend, cpu_isa_list_follows_features) {
+    const char *names[8];
+    int n = afd_cpu_isas(names, 8);
+    int iv = isa_index(names, n, "avx512vbmi"), ia = isa_index(names, n, "avx512");
+    cr_assert_eq(iv >= 0, cpu_vbmi_usable(), "avx512vbmi listed (%d) iff VBMI usable (%d)", iv,
+                 (int)cpu_vbmi_usable());
+    cr_assert_eq(ia >= 0, cpu_avx512_usable(), "avx512 listed (%d) iff AVX-512 usable (%d)", ia,
+                 (int)cpu_avx512_usable());
+    if (cpu_vbmi_usable()) {
+        cr_assert(cpu_avx512_usable(), "VBMI without the AVX-512 base is never chosen");
+        cr_assert_eq(iv, 0, "avx512vbmi is the best variant, got index %d", iv);
+        cr_assert_eq(ia, 1, "avx512 right after it, got index %d", ia);
+    }
+    afd_backend *be = NULL;
+    int rc = afd_cpu_backend_new("avx512vbmi", 1, &be);
+    cr_assert_eq(rc, cpu_vbmi_usable() ? 0 : AFD_E_UNSUPPORTED, "--isa avx512vbmi: %d", rc);
+    if (be)
+        cr_assert_str_eq(afd_be_describe(be), "cpu avx512vbmi x1 threads");
     afd_backend_free(be);
 }
 
