@@ -1,5 +1,5 @@
 /* afd-bench link: the A2F + F2A round trip of one layer for one micro-batch, through a real
- * ffnd (started here, with --identity-ffn so that no FFN time is in the figure) and the
+ * ffnd (started here, with --wire-only so that no FFN or conversion time is in the figure) and the
  * attention side's client library, against a bare UCP ping-pong of the same bytes
  * (link_raw.c), over shared memory and over TCP on loopback.
  */
@@ -59,7 +59,7 @@ static stats summarize(double *us, int n) {
 }
 
 /* A one-dense-layer model of the shape's hidden size (no tokenizer, tiny vocab): ffnd needs the
- * dims and a fingerprint, not real FFN weights (identity mode). */
+ * dims and a fingerprint, not real FFN weights (wire-only mode). */
 static int make_model(const lopts *o, const shape *sh, char *dir, size_t n) {
     snprintf(dir, n, "%s/models/link-%d", o->build, sh->hidden);
     char probe[600];
@@ -97,7 +97,7 @@ static int ffnd_start(const lopts *o, const char *model, ffnd_proc *p) {
     snprintf(bin, sizeof bin, "%s/bin/ffnd", o->build);
     snprintf(p->port_file, sizeof p->port_file, "%s.ports.%d", model, (int)getpid());
     unlink(p->port_file);
-    const char *argv[] = {bin, "--model", model, "--identity-ffn", "--listen-port", "0",
+    const char *argv[] = {bin, "--model", model, "--wire-only", "--listen-port", "0",
                           "--admin-port", "0", "--port-file", p->port_file, "--threads", "1",
                           "--max-tokens", "256", "--log-level", "warn", NULL};
     p->pid = fork();
@@ -213,7 +213,7 @@ static int parse(int argc, char **argv, lopts *o) {
         else if (!strcmp(a, "--help")) {
             printf("usage: afd-bench link [--quick] [--iters N] [--shape paper|mini] "
                    "[--mode shm|tcp] [--build DIR]\n"
-                   "  A2F+F2A round trip of one micro-batch through ffnd (identity FFN) vs a\n"
+                   "  A2F+F2A round trip of one micro-batch through ffnd (--wire-only) vs a\n"
                    "  bare UCP ping-pong of the same bytes; shapes: paper 128x7168, mini "
                    "128x1024.\n"
                    "  Needs DIR/bin/ffnd and afd-mkmodel (default DIR: build).\n");

@@ -22,7 +22,7 @@ static const bench_cmd commands[] = {
      "CPU math kernels against this machine's roofline (bandwidth, FMA/AMX peak): matmul at\n"
      "                batch 1/8/64 in BF16 and FP8, paged attention over 1K-32K tokens"},
     {"link", bench_link,
-     "A2F+F2A round trip of one micro-batch through ffnd (identity FFN) against a bare UCP\n"
+     "A2F+F2A round trip of one micro-batch through ffnd (--wire-only) against a bare UCP\n"
      "                ping-pong of the same bytes, shared memory and TCP (docs/benchmarks.md)"},
     {"profile", bench_profile,
      "measured attention/FFN/link times of a model on this machine: the profile\n"

@@ -62,7 +62,8 @@ int fb_add(ffn_batcher *b, const wire_hdr *h, const wire_a2f *a, void *owner) {
     }
     int row0 = b->n_tok;
     /* 1. the FP8 rows, dequantized exactly as the single-process engine does */
-    afd_be_dequantize_fp8(b->be, b->f + (size_t)row0 * (size_t)H, a->q, a->scales, T, H,
+    if (!b->wire_only)
+        afd_be_dequantize_fp8(b->be, b->f + (size_t)row0 * (size_t)H, a->q, a->scales, T, H,
                           b->fp8_group);
     /* 2. routing: ids widen to int32, weights as sent */
     if (a->moe) {
@@ -83,13 +84,9 @@ void fb_forget(ffn_batcher *b, const void *owner) {
             b->reqs[i].owner = NULL;
 }
 
-int fb_run(ffn_batcher *b, bool identity) {
-    if (b->n_req == 0)
+int fb_run(ffn_batcher *b) {
+    if (b->n_req == 0 || b->wire_only)
         return 0;
-    if (identity) {
-        memcpy(b->out, b->f, (size_t)b->n_tok * (size_t)b->w->cfg.hidden * sizeof(float));
-        return 0;
-    }
     const afd_layer_weights *lw = &b->w->layers[b->layer];
     return afd_ffn_forward(&b->scratch, &b->w->cfg, lw, &b->w->shard, true, b->out, b->f,
                            b->n_tok, b->ids, b->wts);
@@ -100,7 +97,7 @@ int fb_encode(ffn_batcher *b, int i, const wire_dims *d, uint8_t dtype, uint8_t 
     int T = (int)r->hdr.n_tok, H = b->w->cfg.hidden;
     wire_f2a v;
     int rc = wire_f2a_layout(d, (uint32_t)T, dtype, payload, &v);
-    if (rc)
+    if (rc || b->wire_only)
         return rc;
     const float *y = b->out + (size_t)r->row0 * (size_t)H;
     size_t n = (size_t)T * (size_t)H;

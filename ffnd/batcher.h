@@ -39,6 +39,8 @@ typedef struct ffn_batcher {
     const afd_weights *w;
     int cap_tok, max_req;
     int fp8_group;       /* elements per A2F scale (hidden for one per token) */
+    bool wire_only;      /* no dequantize, no FFN, no encode: answers carry no numbers
+                            (afd-bench link times the wire and the daemons alone) */
     int layer;           /* the open batch's layer, -1 when empty */
     int n_tok, n_req;
     int64_t opened_ns;   /* afd_now_ns() of the first request */
@@ -62,9 +64,8 @@ bool fb_fits(const ffn_batcher *b, int layer, int n_tok);
 int fb_add(ffn_batcher *b, const wire_hdr *h, const wire_a2f *a, void *owner);
 /* Clears the owner of every open request of `owner` (its answers will be dropped). */
 void fb_forget(ffn_batcher *b, const void *owner);
-/* Computes out for the open batch (this shard's FFN partial). 0 or a kernel's error.
- * identity: out = the dequantized input instead (afd-bench link times the wire alone). */
-int fb_run(ffn_batcher *b, bool identity);
+/* Computes out for the open batch (this shard's FFN partial). 0 or a kernel's error. */
+int fb_run(ffn_batcher *b);
 /* Writes request i's rows of out as an F2A payload of wire dtype `dtype` into `payload` (a
  * WIRE_ALIGN buffer of wire_f2a_size_dt bytes under dims d). 0 or a WIRE_E_* code. */
 int fb_encode(ffn_batcher *b, int i, const wire_dims *d, uint8_t dtype, uint8_t *payload);

@@ -51,9 +51,9 @@ static const conf_opt opts[] = {
      "on SIGTERM: time to finish the open batch and send its answers"},
     {.name = "threads", CONF_INT, O(threads), 0, 1024, "0", "compute threads (0: every online CPU)"},
     {.name = "isa", CONF_STR, O(isa), 0, 0, "auto", "CPU kernels: auto, avx512, avx2, generic"},
-    {.name = "identity_ffn", CONF_BOOL, O(identity_ffn), 0, 0, "false",
-     "answer every A2F with its own (dequantized) input instead of the FFN: for afd-bench "
-     "link, which times the wire alone"},
+    {.name = "wire_only", CONF_BOOL, O(wire_only), 0, 0, "false",
+     "benchmarks only: answer every A2F with an F2A of the right size without dequantizing, "
+     "computing or encoding anything (afd-bench link times the wire and the daemons alone)"},
     {.name = "log_level", CONF_ENUM, O(log_level), 0, 0, "info", "log level", .choices = log_levels},
     {.name = "log_json", CONF_BOOL, O(log_json), 0, 0, "true", "JSON lines (false: plain text)"},
 };

@@ -40,7 +40,7 @@ typedef struct ffnd_cfg {
     int64_t heartbeat_ms, peer_timeout_ms, drain_timeout_ms;
     int threads;
     char *isa;
-    bool identity_ffn;    /* answer with the input (benchmarks of the wire alone) */
+    bool wire_only;       /* answer without computing anything (benchmarks of the wire) */
     int log_level;        /* index into the level names */
     bool log_json;
 } ffnd_cfg;

@@ -186,7 +186,7 @@ static void flush(ffnd *d) {
     int64_t t0 = (int64_t)afd_now_ns();
     for (int i = 0; i < b->n_req; i++)
         afd_metric_observe(d->m_queue_wait, (double)(t0 - b->reqs[i].arrived_ns) * 1e-9);
-    int rc = fb_run(b, d->cfg.identity_ffn);
+    int rc = fb_run(b);
     int64_t t1 = (int64_t)afd_now_ns();
     afd_metric_observe(d->m_layer_secs[b->layer], (double)(t1 - t0) * 1e-9);
     afd_metric_observe(d->m_batch_tok, b->n_tok);
@@ -433,6 +433,7 @@ static int open_backend(ffnd *d, afd_err *err) {
     if (rc)
         return afd_errf(err, rc, "backend (isa %s): %s", d->cfg.isa, afd_strerror(rc));
     rc = fb_init(&d->fb, d->be, &d->w, d->cfg.max_tokens, d->cfg.max_requests, d->cfg.fp8_group);
+    d->fb.wire_only = d->cfg.wire_only;
     return rc ? afd_errf(err, rc, "batch buffers for %d tokens: %s", d->cfg.max_tokens,
                          afd_strerror(rc))
               : 0;

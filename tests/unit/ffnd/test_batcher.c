@@ -40,7 +40,7 @@ static void run_batch(const afd_weights *w, int layer, int nr, const int *n, uin
         cr_assert(fb_fits(&b, layer, n[i]));
         cr_assert_eq(fb_add(&b, &h, &a[i], (void *)pl[i]), i);
     }
-    cr_assert_eq(fb_run(&b, false), 0);
+    cr_assert_eq(fb_run(&b), 0);
     for (int i = 0; i < nr; i++) {
         size_t sz = wire_f2a_size_dt(&d, (uint32_t)n[i], WIRE_DT_F32);
         uint8_t *buf = aligned_alloc(64, (sz + 63) & ~(size_t)63);
