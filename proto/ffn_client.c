@@ -400,8 +400,15 @@ int fc_a2f_buffer(fc_group *g, int slot, uint32_t n_tok, bool moe, wire_a2f *a) 
     if (slot < 0 || slot >= g->o.slots || n_tok < 1 || n_tok > g->o.max_tok)
         return WIRE_E_LIMIT;
     fc_slot *s = &g->slots[slot];
-    if (s->state == SLOT_SENT || s->sends_pending)
+    if (s->state == SLOT_SENT)
         return -EBUSY;
+    /* the answers can overtake the completion of the sends that asked for them: the buffer
+     * is reusable once UCX is done with it */
+    int64_t deadline = (int64_t)afd_now_ns() + (int64_t)g->o.peer_timeout_ms * 1000000;
+    while (s->sends_pending && !g->broken && (int64_t)afd_now_ns() < deadline)
+        xp_progress(g->xp);
+    if (s->sends_pending)
+        return g->broken ? AFD_E_PEER : -EBUSY;
     int rc = wire_a2f_layout(&g->o.dims, n_tok, moe, s->a2f, a);
     if (rc)
         return rc;

@@ -14,6 +14,7 @@
 #include "common/base/numfmt.h"
 #include "proto/ffn_client.h"
 #include "proto/xport.h"
+#include "tests/unit/ffnd/ffnd_proc.h"
 #include "tests/unit/ffnd/ffnd_util.h"
 
 static char model_dir[256];
@@ -22,12 +23,6 @@ static int peer_timeout_ms = 1500;
 static char peer_timeout_arg[16];
 static afd_backend *be;
 static ft_model full;
-
-typedef struct fproc {
-    pid_t pid;
-    int data_port, admin_port;
-    char port_file[300];
-} fproc;
 
 static void setup(void) {
     setenv("UCX_NET_DEVICES", "lo", 0);
@@ -42,81 +37,14 @@ static void setup(void) {
     ft_load(&full, model_dir, NULL);
 }
 
-/* Every ffnd this test started: killed in teardown even when an assertion ended the test
- * early (and each dies with the test process anyway: PR_SET_PDEATHSIG). */
-static pid_t started[8];
-static int n_started;
-
 static void teardown(void) {
-    for (int i = 0; i < n_started; i++)
-        if (started[i] > 0 && kill(started[i], SIGKILL) == 0)
-            waitpid(started[i], NULL, 0);
+    fp_kill_all();
     ft_unload(&full);
     afd_backend_free(be);
     ft_rm(model_dir);
 }
 
 TestSuite(ffnd, .init = setup, .fini = teardown, .timeout = 120);
-
-/* Starts ffnd with extra "--flag value" pairs (NULL-terminated); waits for its port file. */
-static void start(fproc *d, const char *const *extra) {
-    char bin[300];
-    snprintf(bin, sizeof bin, "%s/bin/ffnd", ft_build());
-    snprintf(d->port_file, sizeof d->port_file, "%s/../ffnd-%d.ports", model_dir, rand());
-    const char *argv[64] = {bin, "--model", model_dir, "--listen-port", "0", "--admin-port",
-                            "0", "--port-file", d->port_file, "--threads", "1",
-                            "--log-level", "warn", "--peer-timeout-ms", peer_timeout_arg,
-                            "--heartbeat-ms", "200"};
-    int n = 17;
-    for (int i = 0; extra && extra[i]; i++)
-        argv[n++] = extra[i];
-    argv[n] = NULL;
-    d->pid = fork();
-    cr_assert_geq(d->pid, 0, "fork");
-    if (d->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    if (n_started < 8)
-        started[n_started++] = d->pid;
-    int64_t deadline = (int64_t)afd_now_ns() + 30000000000ll;
-    for (;;) {
-        FILE *f = fopen(d->port_file, "r");
-        if (f) {
-            int ok = fscanf(f, "{\"data_port\": %d, \"admin_port\": %d", &d->data_port,
-                            &d->admin_port);
-            fclose(f);
-            if (ok == 2)
-                return;
-        }
-        int st;
-        cr_assert_eq(waitpid(d->pid, &st, WNOHANG), 0, "ffnd exited during start-up");
-        cr_assert_lt((int64_t)afd_now_ns(), deadline, "ffnd did not start within 30 s");
-        usleep(20000);
-    }
-}
-
-/* SIGTERM, then the exit status (SIGKILL after 10 s: a failure). */
-static int stop(fproc *d) {
-    kill(d->pid, SIGTERM);
-    int64_t deadline = (int64_t)afd_now_ns() + 10000000000ll;
-    int st = 0;
-    while (waitpid(d->pid, &st, WNOHANG) == 0) {
-        if ((int64_t)afd_now_ns() > deadline) {
-            kill(d->pid, SIGKILL);
-            waitpid(d->pid, &st, 0);
-            cr_assert_fail("ffnd did not drain within 10 s of SIGTERM");
-        }
-        usleep(10000);
-    }
-    unlink(d->port_file);
-    for (int i = 0; i < n_started; i++)
-        if (started[i] == d->pid)
-            started[i] = 0;
-    cr_assert(WIFEXITED(st), "ffnd died of signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    return WEXITSTATUS(st);
-}
 
 static void client_opts(fc_opts *o, int n, const fproc *ds, int ep, int tp, uint8_t f2a) {
     const afd_model_config *c = &full.w.cfg;
@@ -173,7 +101,7 @@ static bool round_trip(fc_group *g, int slot, int layer, int T, uint64_t seed, u
 Test(ffnd, one_shard_bitwise_equals_in_process) {
     fproc d;
     const char *extra[] = {"--f2a-dtype", "bf16", NULL};
-    start(&d, extra);
+    fp_start(&d, model_dir, peer_timeout_arg, extra);
     fc_opts o;
     client_opts(&o, 1, &d, 1, 1, WIRE_DT_BF16);
     fc_group *g;
@@ -186,7 +114,7 @@ Test(ffnd, one_shard_bitwise_equals_in_process) {
                                  WIRE_DT_BF16, &rel),
                       "layer %d T %d: not bitwise equal (rel %.3g)", layer, T, rel);
     fc_close(g);
-    cr_assert_eq(stop(&d), 0, "ffnd exit status after SIGTERM");
+    cr_assert_eq(fp_stop(&d), 0, "ffnd exit status after SIGTERM");
 }
 
 static void group_sums(int ep, int tp) {
@@ -198,7 +126,7 @@ static void group_sums(int ep, int tp) {
         const char *extra[] = {ep > 1 ? "--ep-rank" : "--tp-rank", r0,
                                ep > 1 ? "--ep-size" : "--tp-size", s0, "--f2a-dtype", "f32",
                                NULL};
-        start(&d[i], extra);
+        fp_start(&d[i], model_dir, peer_timeout_arg, extra);
     }
     fc_opts o;
     client_opts(&o, 2, d, ep, tp, WIRE_DT_F32);
@@ -211,8 +139,8 @@ static void group_sums(int ep, int tp) {
         cr_assert_lt(rel, 1e-5, "ep %d tp %d layer %d: rel L2 %.3g", ep, tp, layer, rel);
     }
     fc_close(g);
-    cr_assert_eq(stop(&d[0]), 0);
-    cr_assert_eq(stop(&d[1]), 0);
+    cr_assert_eq(fp_stop(&d[0]), 0);
+    cr_assert_eq(fp_stop(&d[1]), 0);
 }
 
 Test(ffnd, two_ep_shards_sum_to_in_process) { group_sums(2, 1); }
@@ -221,7 +149,7 @@ Test(ffnd, two_tp_shards_sum_to_in_process) { group_sums(1, 2); }
 Test(ffnd, refuses_other_shard_map_and_model) {
     fproc d;
     const char *extra[] = {"--ep-rank", "0", "--ep-size", "2", NULL};
-    start(&d, extra);
+    fp_start(&d, model_dir, peer_timeout_arg, extra);
     fc_opts o;
     client_opts(&o, 1, &d, 2, 1, WIRE_DT_BF16);
     o.shards[0].ep_rank = 1; /* the client expects shard 1 at shard 0's address */
@@ -238,7 +166,7 @@ Test(ffnd, refuses_other_shard_map_and_model) {
     client_opts(&o, 1, &d, 2, 1, WIRE_DT_BF16);
     cr_assert_eq(fc_open(&g, &o, &err), 0, "%s", err.msg);
     fc_close(g);
-    cr_assert_eq(stop(&d), 0);
+    cr_assert_eq(fp_stop(&d), 0);
 }
 
 /* ---- a raw peer that misbehaves ---------------------------------------------------------- */
@@ -304,7 +232,7 @@ static void raw_garbage(raw *r, const fproc *d) {
 
 Test(ffnd, garbage_peer_dropped_others_unaffected) {
     fproc d;
-    start(&d, NULL);
+    fp_start(&d, model_dir, peer_timeout_arg, NULL);
     fc_opts o;
     client_opts(&o, 1, &d, 1, 1, WIRE_DT_BF16);
     fc_group *g;
@@ -320,7 +248,7 @@ Test(ffnd, garbage_peer_dropped_others_unaffected) {
                   "after the garbage peer: round trip %d not bitwise (rel %.3g)", i, rel);
     xp_free(r.xp);
     fc_close(g);
-    cr_assert_eq(stop(&d), 0);
+    cr_assert_eq(fp_stop(&d), 0);
 }
 
 /* Reads /metrics from the fproc's admin port and returns the value of `name` (first match). */
@@ -348,7 +276,7 @@ static double metric(const fproc *d, const char *name) {
 
 Test(ffnd, killed_client_is_reaped_and_others_served) {
     fproc d;
-    start(&d, NULL);
+    fp_start(&d, model_dir, peer_timeout_arg, NULL);
     fc_opts o;
     client_opts(&o, 1, &d, 1, 1, WIRE_DT_BF16);
     pid_t child = fork();
@@ -387,5 +315,5 @@ Test(ffnd, killed_client_is_reaped_and_others_served) {
     }
     cr_assert(round_trip(g, 2, 0, 4, 78, WIRE_DT_BF16, &rel), "rel %.3g", rel);
     fc_close(g);
-    cr_assert_eq(stop(&d), 0, "ffnd (under ASan: leaks) after the killed client");
+    cr_assert_eq(fp_stop(&d), 0, "ffnd (under ASan: leaks) after the killed client");
 }

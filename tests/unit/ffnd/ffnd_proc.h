@@ -1,0 +1,100 @@
+/* ffnd_proc.h: start and stop ffnd processes from tests (the test binary's own process:
+ * Criterion runs each test in a fork, so the bookkeeping is per test). */
+#ifndef AFD_TEST_FFND_PROC_H
+#define AFD_TEST_FFND_PROC_H
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/base/clock.h"
+
+static inline const char *fp_build(void) {
+    const char *b = getenv("AFD_BUILD");
+    return b && *b ? b : "build";
+}
+
+typedef struct fproc {
+    pid_t pid;
+    int data_port, admin_port;
+    char port_file[300];
+} fproc;
+
+/* Every ffnd a test started: fp_kill_all (teardown) kills them even when an assertion ended
+ * the test early, and each dies with the test process anyway (PR_SET_PDEATHSIG). */
+static pid_t fp_started[8];
+static int fp_n_started;
+
+static inline void fp_kill_all(void) {
+    for (int i = 0; i < fp_n_started; i++)
+        if (fp_started[i] > 0 && kill(fp_started[i], SIGKILL) == 0)
+            waitpid(fp_started[i], NULL, 0);
+    fp_n_started = 0;
+}
+
+/* Starts ffnd with extra "--flag value" pairs (NULL-terminated); waits for its port file. */
+static inline void fp_start(fproc *d, const char *model_dir, const char *peer_timeout_arg,
+                            const char *const *extra) {
+    char bin[300];
+    snprintf(bin, sizeof bin, "%s/bin/ffnd", fp_build());
+    snprintf(d->port_file, sizeof d->port_file, "%s/../ffnd-%d.ports", model_dir, rand());
+    const char *argv[64] = {bin, "--model", model_dir, "--listen-port", "0", "--admin-port",
+                            "0", "--port-file", d->port_file, "--threads", "1",
+                            "--log-level", "warn", "--peer-timeout-ms", peer_timeout_arg,
+                            "--heartbeat-ms", "200"};
+    int n = 17;
+    for (int i = 0; extra && extra[i]; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    d->pid = fork();
+    cr_assert_geq(d->pid, 0, "fork");
+    if (d->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    if (fp_n_started < 8)
+        fp_started[fp_n_started++] = d->pid;
+    int64_t deadline = (int64_t)afd_now_ns() + 30000000000ll;
+    for (;;) {
+        FILE *f = fopen(d->port_file, "r");
+        if (f) {
+            int ok = fscanf(f, "{\"data_port\": %d, \"admin_port\": %d", &d->data_port,
+                            &d->admin_port);
+            fclose(f);
+            if (ok == 2)
+                return;
+        }
+        int st;
+        cr_assert_eq(waitpid(d->pid, &st, WNOHANG), 0, "ffnd exited during start-up");
+        cr_assert_lt((int64_t)afd_now_ns(), deadline, "ffnd did not start within 30 s");
+        usleep(20000);
+    }
+}
+
+/* SIGTERM, then the exit status (SIGKILL after 10 s: a failure). */
+static inline int fp_stop(fproc *d) {
+    kill(d->pid, SIGTERM);
+    int64_t deadline = (int64_t)afd_now_ns() + 10000000000ll;
+    int st = 0;
+    while (waitpid(d->pid, &st, WNOHANG) == 0) {
+        if ((int64_t)afd_now_ns() > deadline) {
+            kill(d->pid, SIGKILL);
+            waitpid(d->pid, &st, 0);
+            cr_assert_fail("ffnd did not drain within 10 s of SIGTERM");
+        }
+        usleep(10000);
+    }
+    unlink(d->port_file);
+    for (int i = 0; i < fp_n_started; i++)
+        if (fp_started[i] == d->pid)
+            fp_started[i] = 0;
+    cr_assert(WIFEXITED(st), "ffnd died of signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    return WEXITSTATUS(st);
+}
+
+#endif
