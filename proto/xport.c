@@ -167,6 +167,7 @@ static ucp_mem_h region_of(const xp_ctx *c, const void *p, size_t len) {
 static int rx_pool_init(xp_ctx *c, afd_err *err) {
     if (c->o.rx_bufs == 0)
         return 0;
+    c->o.rx_buf_size = (c->o.rx_buf_size + 63) & ~(size_t)63; /* every buffer 64-aligned */
     c->rx_pool_len = page_round((size_t)c->o.rx_bufs * c->o.rx_buf_size);
     c->rx_pool = c->rx_pool_len ? map_region(c, c->rx_pool_len, &c->rx_memh) : NULL;
     if (!c->rx_pool)
@@ -204,52 +205,6 @@ void xp_sreq_put(xp_ctx *c, xp_sreq *sr) {
     c->sreq_free = sr;
 }
 
-static xp_rx *rx_get(xp_ctx *c) {
-    xp_rx *rx = c->rx_free;
-    if (rx) {
-        c->rx_free = rx->next;
-    } else {
-        rx = xcalloc(1, sizeof *rx);
-        rx->c = c;
-        rx->all_next = c->rx_all;
-        c->rx_all = rx;
-    }
-    rx->next = NULL;
-    rx->buf = NULL;
-    rx->req = NULL;
-    rx->pool_idx = -1;
-    rx->status = 0;
-    rx->done = false;
-    return rx;
-}
-
-/* Gives the entry's buffer back (pool or heap) and the entry to the free list. */
-static void rx_put(xp_ctx *c, xp_rx *rx) {
-    if (rx->pool_idx >= 0)
-        c->rx_stack[c->rx_top++] = rx->pool_idx;
-    else
-        free(rx->buf);
-    rx->buf = NULL;
-    rx->pool_idx = -1;
-    rx->peer = NULL;
-    rx->next = c->rx_free;
-    c->rx_free = rx;
-}
-
-/* An 8-aligned buffer of len bytes for a received payload: a registered one when it fits,
- * else the heap (counted). NULL when out of memory. */
-static uint8_t *rx_buf_take(xp_ctx *c, xp_rx *rx, size_t len) {
-    if (len <= c->o.rx_buf_size && c->rx_top > 0) {
-        rx->pool_idx = c->rx_stack[--c->rx_top];
-        return c->rx_pool + (size_t)rx->pool_idx * c->o.rx_buf_size;
-    }
-    void *p = NULL;
-    if (posix_memalign(&p, 64, len ? len : 1))
-        return NULL;
-    c->st.heap_rx++;
-    return p;
-}
-
 /* ---- peers ---- */
 
 static xp_peer *peer_new(xp_ctx *c, ucp_ep_h ep, const char *name) {
@@ -272,7 +227,7 @@ static xp_peer *peer_new(xp_ctx *c, ucp_ep_h ep, const char *name) {
 }
 
 /* The live peer of a UCX endpoint, or NULL. */
-static xp_peer *peer_by_ep(const xp_ctx *c, ucp_ep_h ep) {
+xp_peer *xp_peer_by_ep(const xp_ctx *c, ucp_ep_h ep) {
     if (!ep)
         return NULL;
     for (int i = 0; i < c->n_peers; i++)
@@ -437,231 +392,18 @@ int xp_send_heartbeat(xp_peer *p) {
     return rc;
 }
 
-/* ---- receiving ---- */
-
-static const uint64_t empty_payload[1];
-
-/* Hands one frame to the user (or ends the peer on GOODBYE). */
-static void deliver(xp_peer *p, const wire_hdr *h, const uint8_t *data, size_t len) {
-    xp_ctx *c = p->c;
-    if (p->state != XP_P_UP)
-        return;
-    if (h->type == WIRE_T_GOODBYE) {
-        wire_msg m;
-        int rc = wire_goodbye_decode(data, len, &m);
-        if (rc)
-            xp_peer_down(p, XP_DOWN_BAD_FRAME, XP_CLOSE_FLUSH, "bad GOODBYE payload: %s",
-                         wire_strerror(rc));
-        else
-            xp_peer_down(p, XP_DOWN_GOODBYE, XP_CLOSE_FLUSH, "peer said goodbye (code %d): %s",
-                         (int)m.code, m.text);
-        return;
-    }
-    if (len == 0) {
-        data = (const uint8_t *)empty_payload;
-    } else if ((uintptr_t)data & (WIRE_ALIGN - 1)) {
-        if (len > c->scratch_cap) {
-            void *s = NULL;
-            if (posix_memalign(&s, 64, len)) {
-                xp_peer_down(p, XP_DOWN_NOMEM, XP_CLOSE_GOODBYE,
-                             "no memory to align a %zu-byte payload", len);
-                return;
-            }
-            free(c->scratch);
-            c->scratch = s;
-            c->scratch_cap = len;
-        }
-        memcpy(c->scratch, data, len);
-        data = c->scratch;
-    }
-    int rc = c->h.on_frame(c->ud, p, h, data, len);
-    if (rc < 0)
-        xp_peer_down(p, XP_DOWN_REFUSED, XP_CLOSE_GOODBYE, "%s frame refused by handler: %s",
-                     wire_type_name(h->type), afd_strerror(rc));
-}
-
-/* Delivers the completed frames at the head of the peer's queue, in order. */
-static void rxq_flush(xp_peer *p) {
-    if (p->flushing)
-        return;
-    p->flushing = true;
-    xp_rx *rx;
-    while ((rx = p->rxq_head) && rx->done) {
-        p->rxq_head = rx->next;
-        if (!p->rxq_head)
-            p->rxq_tail = NULL;
-        if (rx->status)
-            xp_peer_down(p, XP_DOWN_ERROR, XP_CLOSE_FORCE, "rendezvous receive failed: %s",
-                         afd_strerror(rx->status));
-        else
-            deliver(p, &rx->h, rx->buf, rx->len);
-        rx_put(p->c, rx);
-    }
-    p->flushing = false;
-}
-
-static void rxq_append(xp_peer *p, xp_rx *rx) {
-    rx->peer = p;
-    rx->next = NULL;
-    if (p->rxq_tail)
-        p->rxq_tail->next = rx;
-    else
-        p->rxq_head = rx;
-    p->rxq_tail = rx;
-}
-
-/* The peer is going away: completed entries are released, entries UCX is still writing are
- * orphaned (released by their completion, or by xp_free). */
-void xp_rx_detach(xp_peer *p) {
-    xp_ctx *c = p->c;
-    xp_rx *rx = p->rxq_head;
-    p->rxq_head = p->rxq_tail = NULL;
-    while (rx) {
-        xp_rx *next = rx->next;
-        if (rx->done) {
-            rx_put(c, rx);
-        } else {
-            rx->peer = NULL;
-            rx->next = c->rx_orphans;
-            c->rx_orphans = rx;
-        }
-        rx = next;
-    }
-}
-
-static void orphan_release(xp_ctx *c, xp_rx *rx) {
-    for (xp_rx **pp = &c->rx_orphans; *pp; pp = &(*pp)->next) {
-        if (*pp == rx) {
-            *pp = rx->next;
-            rx_put(c, rx);
-            return;
-        }
-    }
-}
-
-static void rndv_done(void *req, ucs_status_t st, size_t len, void *ud) {
-    xp_rx *rx = ud;
-    ucp_request_free(req);
-    rx->req = NULL;
-    rx->done = true;
-    rx->status = st == UCS_OK && len == rx->len ? 0 : st == UCS_OK ? -EIO : xp_status_err(st);
-    if (rx->peer)
-        rxq_flush(rx->peer);
-    else
-        orphan_release(rx->c, rx);
-}
-
-/* A copy of an eager frame that must wait behind a rendezvous one. */
-static void rx_queue_copy(xp_peer *p, const wire_hdr *h, const void *data, size_t len) {
-    xp_rx *rx = rx_get(p->c);
-    void *buf = NULL;
-    if (posix_memalign(&buf, 64, len ? len : 1)) {
-        rx_put(p->c, rx);
-        xp_peer_down(p, XP_DOWN_NOMEM, XP_CLOSE_GOODBYE, "no memory to queue a %zu-byte frame",
-                     len);
-        return;
-    }
-    if (len)
-        memcpy(buf, data, len);
-    rx->buf = buf;
-    rx->h = *h;
-    rx->len = len;
-    rx->done = true;
-    rxq_append(p, rx);
-}
-
-static void rx_rndv(xp_peer *p, const wire_hdr *h, void *desc, size_t len) {
-    xp_ctx *c = p->c;
-    xp_rx *rx = rx_get(c);
-    rx->buf = rx_buf_take(c, rx, len);
-    if (!rx->buf) {
-        rx_put(c, rx);
-        xp_peer_down(p, XP_DOWN_NOMEM, XP_CLOSE_GOODBYE, "no memory for a %zu-byte payload",
-                     len);
-        return;
-    }
-    rx->h = *h;
-    rx->len = len;
-    rxq_append(p, rx);
-    c->st.rndv_in++;
-    ucp_request_param_t rp = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                                              UCP_OP_ATTR_FIELD_USER_DATA,
-                              .cb.recv_am = rndv_done,
-                              .user_data = rx};
-    if (rx->pool_idx >= 0) {
-        rp.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
-        rp.memh = c->rx_memh;
-    }
-    void *req = XP_CHECK_PTR(AFD_LOG_WARN,
-                             ucp_am_recv_data_nbx(c->worker, desc, rx->buf, len, &rp));
-    if (UCS_PTR_IS_PTR(req)) {
-        rx->req = req;
-        return;
-    }
-    rx->done = true;
-    rx->status = UCS_PTR_IS_ERR(req) ? xp_status_err(UCS_PTR_STATUS(req)) : 0;
-    rxq_flush(p);
-}
-
-/* Validates the AM header against the peer's limits and the AM data length. */
-static int frame_check(xp_peer *p, const void *hdr, size_t hlen, size_t len, wire_hdr *h) {
-    if (hlen != WIRE_HDR_SIZE) {
-        xp_peer_down(p, XP_DOWN_BAD_FRAME, XP_CLOSE_GOODBYE, "AM header of %zu bytes, not %d",
-                     hlen, WIRE_HDR_SIZE);
-        return -1;
-    }
-    int rc = wire_hdr_decode(hdr, hlen, &p->lim, h);
-    if (rc) {
-        xp_peer_down(p, XP_DOWN_BAD_FRAME, XP_CLOSE_GOODBYE, "bad frame header: %s (max payload %u)",
-                     wire_strerror(rc), p->lim.max_payload);
-        return -1;
-    }
-    if (h->payload_len != len) {
-        xp_peer_down(p, XP_DOWN_BAD_FRAME, XP_CLOSE_GOODBYE,
-                     "%s header payload_len %u != %zu bytes received", wire_type_name(h->type),
-                     h->payload_len, len);
-        return -1;
-    }
-    return 0;
-}
-
-static ucs_status_t am_cb(void *arg, const void *hdr, size_t hlen, void *data, size_t len,
-                          const ucp_am_recv_param_t *prm) {
-    xp_ctx *c = arg;
-    ucp_ep_h ep = (prm->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) ? prm->reply_ep : NULL;
-    xp_peer *p = peer_by_ep(c, ep);
-    if (!p) {
-        log_warn("xport: frame of %zu bytes from an unknown endpoint dropped", len);
-        return UCS_OK;
-    }
-    if (p->state != XP_P_UP)
-        return UCS_OK; /* closing: late frames are dropped */
-    wire_hdr h;
-    if (frame_check(p, hdr, hlen, len, &h)) {
-        c->st.bad_frames++;
-        return UCS_OK;
-    }
-    p->last_rx_ns = afd_now_ns();
-    c->st.frames_in++;
-    c->st.bytes_in += len;
-    if (h.type == WIRE_T_HEARTBEAT)
-        return UCS_OK;
-    if (prm->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)
-        rx_rndv(p, &h, data, len);
-    else if (p->rxq_head)
-        rx_queue_copy(p, &h, data, len);
-    else
-        deliver(p, &h, data, len);
-    return UCS_OK;
-}
-
 /* ---- endpoints ---- */
 
+/* An endpoint error (also a disconnect seen by the connection manager, even in mode NONE) is
+ * acted on after the progress pass: frames the peer sent before closing may still be queued
+ * on another transport (shared memory) and are delivered first, GOODBYE included. */
 static void ep_err(void *arg, ucp_ep_h ep, ucs_status_t st) {
-    xp_peer *p = peer_by_ep(arg, ep);
-    if (p)
-        xp_peer_down(p, XP_DOWN_ERROR, XP_CLOSE_FORCE, "endpoint error: %s",
-                     ucs_status_string(st));
+    xp_ctx *c = arg;
+    xp_peer *p = xp_peer_by_ep(c, ep);
+    if (p && !p->ep_status) {
+        p->ep_status = st;
+        c->n_failed++;
+    }
 }
 
 static ucp_err_handling_mode_t err_mode(const xp_ctx *c) {
@@ -704,6 +446,8 @@ static void on_conn(ucp_conn_request_h cr, void *arg) {
         return;
     xp_peer *p = peer_new(c, h, name);
     log_info("xport: accepted %s", p->name);
+    /* on_accept runs inside this UCX callback, so that its xp_peer_set_limits applies to the
+     * very first frame; a nested xp_progress does nothing here (c->in_ucx) */
     if (c->h.on_accept && c->h.on_accept(c->ud, p) < 0)
         xp_peer_down(p, XP_DOWN_REFUSED, XP_CLOSE_GOODBYE, "connection refused by on_accept");
 }
@@ -787,8 +531,12 @@ static int ucp_setup(xp_ctx *c, afd_err *err) {
     ucp_config_t *cfg;
     if (XP_CHECK(AFD_LOG_ERROR, ucp_config_read(NULL, NULL, &cfg)) != UCS_OK)
         return afd_errf(err, -EIO, "xport: cannot read the UCX configuration");
-    ucs_status_t st = UCS_OK;
-    if (c->o.ucx_tls)
+    /* Indirect endpoint/request ids on the wire: with the default ('auto') a mode-NONE
+     * endpoint's id is its address, and a frame that arrives after we closed it (the peer did
+     * not know yet) makes UCX dereference a freed endpoint (seen: an assertion in
+     * ucp_am_handler_reply). Indirect ids turn that into a dropped message. */
+    ucs_status_t st = XP_CHECK(AFD_LOG_ERROR, ucp_config_modify(cfg, "PROTO_INDIRECT_ID", "on"));
+    if (st == UCS_OK && c->o.ucx_tls)
         st = XP_CHECK(AFD_LOG_ERROR, ucp_config_modify(cfg, "TLS", c->o.ucx_tls));
     if (st == UCS_OK && c->o.ucx_net_devices)
         st = XP_CHECK(AFD_LOG_ERROR, ucp_config_modify(cfg, "NET_DEVICES", c->o.ucx_net_devices));
@@ -817,7 +565,7 @@ static int worker_setup(xp_ctx *c, afd_err *err) {
                                                UCP_AM_HANDLER_PARAM_FIELD_ARG,
                                  .id = XP_AM_ID,
                                  .flags = UCP_AM_FLAG_WHOLE_MSG,
-                                 .cb = am_cb,
+                                 .cb = xp_am_cb,
                                  .arg = c};
     if (XP_CHECK(AFD_LOG_ERROR, ucp_worker_set_am_recv_handler(c->worker, &hp)) != UCS_OK)
         return afd_errf(err, -EIO, "xport: cannot set the AM handler");
@@ -896,8 +644,9 @@ static void free_pools(xp_ctx *c) {
     }
     for (xp_rx *rx = c->rx_all, *n; rx; rx = n) {
         n = rx->all_next;
-        if (rx->pool_idx < 0)
+        if (rx->heap)
             free(rx->buf);
+        free(rx->ebuf);
         free(rx);
     }
     for (xp_region *r = c->regions, *n; r; r = n) {
@@ -910,7 +659,6 @@ static void free_pools(xp_ctx *c) {
     if (c->rx_pool)
         unmap_region(c, c->rx_pool, c->rx_pool_len, c->rx_memh);
     free(c->rx_stack);
-    free(c->scratch);
     free(c->peers);
 }
 

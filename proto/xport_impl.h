@@ -45,6 +45,8 @@ typedef struct xp_sreq {
     uint8_t body[WIRE_MSG_MAX_LEN];   /* payload of frames the transport makes */
 } xp_sreq;
 
+#define XP_RX_POISON 1 /* xp_rx.status of the entry that drops its peer when delivered */
+
 typedef struct xp_rx {
     struct xp_rx *next;               /* the peer's ordered queue, the free list or orphans */
     struct xp_rx *all_next;
@@ -53,7 +55,10 @@ typedef struct xp_rx {
     wire_hdr h;
     uint8_t *buf;
     size_t len;
-    int pool_idx;                     /* registered buffer index, or -1: heap */
+    int pool_idx;                     /* registered buffer index, or -1 */
+    bool heap;                        /* buf is a heap rendezvous buffer (freed on release) */
+    uint8_t *ebuf;                    /* the entry's own eager buffer, kept across reuse */
+    size_t ecap;
     void *req;
     int status;
     bool done;
@@ -76,6 +81,10 @@ struct xp_peer {
     bool force;  /* close without flushing */
     bool flushing;
     bool told;   /* on_down has run: a zombie waiting for its endpoint close */
+    ucs_status_t ep_status; /* endpoint error reported by UCX, acted on after progress */
+    bool poisoned;          /* a bad frame is queued: later frames are ignored */
+    int poison_reason;
+    char poison_why[192];
     char name[64];
     char why[192];
     uint64_t last_rx_ns, last_tx_ns, deadline_ns;
@@ -98,6 +107,7 @@ struct xp_ctx {
     xp_peer **peers;
     int n_peers, cap_peers;
     int n_closing; /* peers not UP */
+    int n_failed;  /* peers with an endpoint error not yet acted on */
     /* send requests */
     xp_sreq *sreq_free, *sreq_all;
     xp_sreq *cq_head, *cq_tail; /* completed, callback not yet run */
@@ -107,12 +117,12 @@ struct xp_ctx {
     size_t rx_pool_len;
     ucp_mem_h rx_memh;
     int *rx_stack, rx_top; /* free registered buffer indices */
-    uint8_t *scratch;      /* 8-aligned copy of unaligned eager payloads */
-    size_t scratch_cap;
+    int rx_ready;          /* entries completed since the last delivery pass */
     xp_region *regions;
     /* timers */
     uint64_t tick_ns, next_tick_ns;
-    bool in_progress;
+    int depth;             /* xp_progress nesting: > 0 inside the top-level pass */
+    bool in_ucx;           /* inside ucp_worker_progress (UCX callbacks, on_accept) */
     /* libevent glue */
     struct event_base *base;
     struct event *ev_fd, *ev_timer, *ev_kick;
@@ -129,6 +139,12 @@ int xp_frame_send(xp_peer *p, xp_sreq *sr, const wire_hdr *h, const void *payloa
 xp_sreq *xp_sreq_get(xp_ctx *c);
 void xp_sreq_put(xp_ctx *c, xp_sreq *sr);
 int xp_send_heartbeat(xp_peer *p);
+xp_peer *xp_peer_by_ep(const xp_ctx *c, ucp_ep_h ep);
+
+/* xport_rx.c */
+ucs_status_t xp_am_cb(void *arg, const void *hdr, size_t hlen, void *data, size_t len,
+                      const ucp_am_recv_param_t *prm);
+int xp_rx_deliver(xp_ctx *c); /* on_frame for every completed queue head; returns frames */
 void xp_rx_detach(xp_peer *p);
 void xp_peer_destroy(xp_peer *p);
 

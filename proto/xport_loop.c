@@ -67,7 +67,7 @@ static void tx_abandon(xp_peer *p, int status) {
 static void close_start(xp_peer *p, uint64_t now) {
     /* UCX 1.13 refuses FORCE on endpoints without peer error handling (INVALID_PARAM): in
      * mode NONE every close flushes, bounded by close_timeout_ms (close_check) */
-    bool force = p->force && p->c->o.err_mode == XP_ERR_PEER;
+    bool force = (p->force || p->ep_status) && p->c->o.err_mode == XP_ERR_PEER;
     ucp_request_param_t rp = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
                               .flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0};
     xp_rx_detach(p);
@@ -108,7 +108,9 @@ static void tell_down(xp_ctx *c, xp_peer *p) {
 /* Moves one peer that is not UP along its close; 1 when it was freed. */
 static int reap_one(xp_ctx *c, xp_peer *p, uint64_t now, bool final) {
     if (p->state == XP_P_DRAIN) {
-        if (p->tx_inflight && now < p->deadline_ns && !final)
+        /* we said GOODBYE: wait for the peer to close first (its disconnect makes ep_err move
+         * us to DOWN), so that nothing we sent is still unread when our side goes away */
+        if (now < p->deadline_ns && !final)
             return 0;
         p->force = p->tx_inflight > 0;
         p->state = XP_P_DOWN;
@@ -116,6 +118,8 @@ static int reap_one(xp_ctx *c, xp_peer *p, uint64_t now, bool final) {
     if (p->state == XP_P_DOWN)
         close_start(p, now);
     xp_cq_drain(c); /* completions the close produced */
+    if (p->force && p->tx_inflight) /* a dead peer: its sends would hang until the deadline */
+        tx_abandon(p, p->reason == XP_DOWN_TIMEOUT ? -ETIMEDOUT : -ECONNRESET);
     if (p->state == XP_P_CLOSING && !close_check(p, now, final)) {
         if (!p->tx_inflight && !p->told) {
             tell_down(c, p);
@@ -165,14 +169,33 @@ static void timers_run(xp_ctx *c, uint64_t now) {
 
 /* ---- progress ---- */
 
+/* Endpoint errors UCX reported during the pass, now that queued frames have been delivered. */
+static void errors_run(xp_ctx *c) {
+    c->n_failed = 0;
+    for (int i = 0; i < c->n_peers; i++) {
+        xp_peer *p = c->peers[i];
+        if (p->ep_status && p->state < XP_P_CLOSING)
+            xp_peer_down(p, XP_DOWN_ERROR, XP_CLOSE_FORCE, "endpoint error: %s",
+                         ucs_status_string(p->ep_status));
+    }
+}
+
 int xp_progress(xp_ctx *c) {
-    if (c->in_progress) /* called from a handler: not allowed, and harmless this way */
+    if (c->in_ucx) /* from on_accept, inside a UCX callback: UCX forbids progress there */
         return 0;
-    c->in_progress = true;
     int n = 0;
+    c->in_ucx = true;
     for (int i = 0; i < XP_MAX_SPINS && ucp_worker_progress(c->worker); i++)
         n++;
+    c->in_ucx = false;
     n += xp_cq_drain(c);
+    if (c->depth) /* nested, from a handler: send completions only */
+        return n;
+    c->depth++;
+    if (c->rx_ready)
+        n += xp_rx_deliver(c);
+    if (c->n_failed) /* after the frames that arrived before the error */
+        errors_run(c);
     uint64_t now = afd_now_ns();
     if (c->tick_ns && now >= c->next_tick_ns) {
         timers_run(c, now);
@@ -180,14 +203,14 @@ int xp_progress(xp_ctx *c) {
     }
     if (c->n_closing)
         n += xp_reap(c, now, false);
-    c->in_progress = false;
+    c->depth--;
     return n;
 }
 
 int xp_fd(xp_ctx *c) { return c->efd; }
 
 int xp_arm(xp_ctx *c) {
-    if (c->cq_head)
+    if (c->cq_head || c->rx_ready || c->n_failed)
         return -EAGAIN;
     ucs_status_t st = ucp_worker_arm(c->worker);
     if (st == UCS_ERR_BUSY)

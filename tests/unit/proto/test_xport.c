@@ -924,3 +924,155 @@ Test(xport, peer_limits_and_handler_refusal) {
     xp_free(srv.c);
     leak_check();
 }
+
+/* ---- a last frame then close: the frame and the GOODBYE arrive before the disconnect ---- */
+
+static int accept_say_and_close(void *ud, xp_peer *p) {
+    static const uint64_t v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    on_accept(ud, p);
+    wire_hdr h = {.type = WIRE_T_ERROR, .layer = WIRE_LAYER_NONE, .step = 77};
+    uint8_t msg[64];
+    size_t n = 0;
+    wire_error_encode(msg, sizeof msg, -1, "go away", &n);
+    (void)v;
+    cr_assert_eq(xp_send(p, &h, msg, n, NULL, NULL), 0);
+    xp_peer_close(p, "refused after a last word");
+    return 0;
+}
+
+static void last_word(xp_errmode mode) {
+    xp_opts o = opts_for(mode);
+    xp_handlers h = {accept_say_and_close, on_frame, on_down};
+    for (int round = 0; round < 15; round++) {
+        side srv, cli;
+        memset(&srv, 0, sizeof srv);
+        srv.label = "server";
+        afd_err err = {0};
+        cr_assert_eq(xp_init(&srv.c, &o, &h, &srv, &err), 0, "%s", err.msg);
+        side_init(&cli, "client", &o);
+        client_connect(&cli, server_listen(&srv));
+        cr_assert(PUMP_UNTIL(&srv, &cli, cli.downs, 1, 5000), "round %d: client not told", round);
+        cr_assert_eq(cli.frames, 1, "round %d: the last frame was lost (%s: %s)", round,
+                     xp_down_name(cli.reasons[0]), cli.why[0]);
+        cr_assert_eq(cli.log[0].step, 77);
+        cr_assert_eq(cli.reasons[0], XP_DOWN_GOODBYE, "round %d: %s: %s", round,
+                     xp_down_name(cli.reasons[0]), cli.why[0]);
+        cr_assert(strstr(cli.why[0], "last word"), "%s", cli.why[0]);
+        cr_assert(PUMP_UNTIL(&srv, &cli, srv.downs, 1, 5000));
+        xp_free(cli.c);
+        xp_free(srv.c);
+    }
+}
+
+Test(xport, last_frame_before_close_err_none) { last_word(XP_ERR_NONE); }
+Test(xport, last_frame_before_close_err_peer) { last_word(XP_ERR_PEER); }
+
+/* ---- a handler that waits for its own sends (back-pressure through a nested progress) ---- */
+
+typedef struct bp {
+    side s;
+    uint8_t *arena; /* one registered reply buffer */
+    int busy, waited;
+} bp;
+
+static void bp_sent(void *arg, int status) {
+    bp *b = arg;
+    cr_assert_eq(status, 0);
+    b->busy = 0;
+}
+
+static int bp_frame(void *ud, xp_peer *p, const wire_hdr *h, const uint8_t *pl, size_t len) {
+    bp *b = ud;
+    on_frame(&b->s, p, h, pl, len);
+    uint64_t end = afd_now_ns() + 3000000000ull;
+    while (b->busy && afd_now_ns() < end) { /* nested: runs send callbacks, delivers nothing */
+        int before = b->s.frames;
+        xp_progress(b->s.c);
+        cr_assert_eq(b->s.frames, before, "a frame was delivered inside on_frame");
+        b->waited++;
+    }
+    cr_assert_eq(b->busy, 0, "the reply buffer never came back");
+    memcpy(b->arena, pl, len);
+    wire_hdr r = *h;
+    r.type = WIRE_T_F2A;
+    b->busy = 1;
+    cr_assert_eq(xp_send(p, &r, b->arena, len, bp_sent, b), 0);
+    return 0;
+}
+
+static int bp_accept(void *ud, xp_peer *p) { return on_accept(&((bp *)ud)->s, p); }
+static void bp_down(void *ud, xp_peer *p, int reason, const char *why) {
+    on_down(&((bp *)ud)->s, p, reason, why);
+}
+
+/* The child: N frames of 1 MiB at once, then every echo checked; exit 0 when all came back
+ * intact. */
+static void child_sender(int rfd, int n) {
+    int port = 0;
+    if (read(rfd, &port, sizeof port) != sizeof port)
+        _exit(2);
+    xp_opts o = opts_for(XP_ERR_NONE);
+    side cli;
+    memset(&cli, 0, sizeof cli);
+    if (xp_init(&cli.c, &o, &HANDLERS, &cli, NULL))
+        _exit(3);
+    xp_peer *p;
+    if (xp_connect(cli.c, "127.0.0.1", port, &p, NULL))
+        _exit(4);
+    uint8_t *buf = malloc((size_t)n << 20);
+    for (int i = 0; i < n; i++) {
+        fill(buf + ((size_t)i << 20), 1u << 20, (uint64_t)i);
+        wire_hdr h = a2f_hdr((uint64_t)i);
+        if (xp_send(p, &h, buf + ((size_t)i << 20), 1u << 20, NULL, NULL))
+            _exit(5);
+    }
+    uint64_t end = afd_now_ns() + 10000000000ull;
+    while (cli.frames < n && afd_now_ns() < end)
+        xp_wait(cli.c, 10);
+    if (cli.frames < n)
+        _exit(6);
+    for (int i = 0; i < n; i++)
+        if (cli.log[i].sum != fnv(buf + ((size_t)i << 20), 1u << 20))
+            _exit(7);
+    xp_free(cli.c);
+    _exit(0);
+}
+
+Test(xport, handler_waits_for_its_sends) {
+    enum { N = 12 };
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        close(pfd[1]);
+        child_sender(pfd[0], N);
+    }
+    close(pfd[0]);
+    xp_opts o = opts_for(XP_ERR_NONE);
+    bp b;
+    memset(&b, 0, sizeof b);
+    b.s.label = "server";
+    xp_handlers h = {bp_accept, bp_frame, bp_down};
+    afd_err err = {0};
+    cr_assert_eq(xp_init(&b.s.c, &o, &h, &b, &err), 0, "%s", err.msg);
+    b.arena = xp_mem_alloc(b.s.c, 1u << 20);
+    int port = server_listen(&b.s);
+    cr_assert_eq(write(pfd[1], &port, sizeof port), (ssize_t)sizeof port);
+    close(pfd[1]);
+    bool all = PUMP_UNTIL(&b.s, NULL, b.s.frames, N, 10000);
+    int st = 0;
+    if (!all)
+        kill(pid, SIGKILL);
+    /* keep serving until the child has its last echo and exits */
+    for (uint64_t end = afd_now_ns() + 10000000000ull; waitpid(pid, &st, WNOHANG) == 0;) {
+        if (afd_now_ns() > end)
+            kill(pid, SIGKILL);
+        xp_wait(b.s.c, 5);
+    }
+    cr_assert(all, "frames %d of %d", b.s.frames, N);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status %d", st);
+    cr_assert_gt(b.waited, 0, "the handler never had to wait");
+    xp_free(b.s.c); /* also unmaps the arena */
+    leak_check();
+}
