@@ -6,11 +6,14 @@
  * large ones by rendezvous into pre-registered receive buffers (heap when none fits).
  *
  * Threads: a context and everything hanging off it belong to one thread (its event loop).
- * Handlers run on that thread from inside xp_progress / xp_wait / the libevent callbacks /
- * xp_free, never from inside xp_send or another API call. Handlers may call xp_send,
- * xp_peer_close, xp_peer_set_* and xp_get_stats; they must not call xp_progress, xp_wait or
- * xp_free. A peer that dies or is closed inside a handler is freed later by the reaper in
- * xp_progress, never inside its own callback.
+ * Handlers run on that thread, never inside xp_send or another API call: on_frame, the send
+ * callbacks and on_down from xp_progress (so also xp_wait, the libevent callbacks and
+ * xp_free), outside any UCX callback; on_accept from inside UCX's connection callback. Handlers
+ * may call xp_send, xp_peer_close, xp_peer_set_*, xp_get_stats, and xp_progress to wait for
+ * their own sends (back-pressure): a nested xp_progress progresses UCX and runs send callbacks
+ * but delivers no frame and frees no peer (inside on_accept it does nothing). They must not
+ * call xp_wait or xp_free. A peer that dies or is closed inside a handler is freed later by
+ * the reaper in xp_progress, never inside its own callback.
  *
  * Lifetimes. A peer exists from xp_connect / on_accept until its on_down returns (exactly
  * once per peer the user has seen; every send callback of that peer has run before it). A
@@ -54,9 +57,10 @@ typedef struct xp_opts {
     size_t max_payload;   /* larger incoming frames drop the peer (64 MiB; <= UINT32_MAX) */
     int rx_bufs;          /* registered rendezvous receive buffers (8) ... */
     size_t rx_buf_size;   /* ... of this many bytes each (2 MiB); larger payloads: heap */
-    int close_timeout_ms; /* a closing peer still flushing after this long is cut (1000) */
-    const char *ucx_tls;  /* UCX_TLS for this context only (NULL: environment / UCX default) */
-    const char *ucx_net_devices; /* UCX_NET_DEVICES likewise (NULL: environment / default) */
+    int close_timeout_ms; /* bound on each close step (peer's own close, flush) (1000) */
+    const char *ucx_tls;  /* UCX_TLS for this context only (NULL: environment / UCX default);
+                           * borrowed during xp_init */
+    const char *ucx_net_devices; /* UCX_NET_DEVICES likewise */
 } xp_opts;
 
 /* Why a peer went down (on_down's reason). */
@@ -76,8 +80,9 @@ typedef struct xp_handlers {
      * and on_down(XP_DOWN_REFUSED) follows. May be NULL (accept all). */
     int (*on_accept)(void *ud, xp_peer *p);
     /* One complete frame, in the order the peer sent them (never HEARTBEAT or GOODBYE: those
-     * are consumed inside; GOODBYE ends the peer). payload is 8-byte aligned, non-NULL even
-     * for len 0, and valid only until return. < 0 drops the peer (XP_DOWN_REFUSED). */
+     * are consumed inside; GOODBYE ends the peer). Frames that arrived before a bad one are
+     * still delivered, nothing after it. payload is 64-byte aligned, non-NULL even for len 0,
+     * and valid only until return. < 0 drops the peer (XP_DOWN_REFUSED). */
     int (*on_frame)(void *ud, xp_peer *p, const wire_hdr *h, const uint8_t *payload,
                     size_t len);
     /* The peer is gone (reason XP_DOWN_*, why a one-line text). Exactly once per peer, after
@@ -118,9 +123,10 @@ int xp_send(xp_peer *p, const wire_hdr *h, const void *payload, size_t len, xp_s
 void *xp_mem_alloc(xp_ctx *c, size_t size);
 void xp_mem_free(xp_ctx *c, void *p); /* p from xp_mem_alloc of c, or NULL; no send in flight */
 
-/* Closes the peer: GOODBYE(code 0, why) best effort, then a flush bounded by
- * close_timeout_ms; on_down(XP_DOWN_CLOSED, why) follows from xp_progress. Frames that arrive
- * meanwhile are dropped. Idempotent; a peer already going down keeps its first reason. */
+/* Closes the peer: GOODBYE(code 0, why), then waits (bounded by close_timeout_ms) for the peer
+ * to close its side, so that nothing we sent is lost, then closes the endpoint;
+ * on_down(XP_DOWN_CLOSED, why) follows from xp_progress. Frames that arrive meanwhile are
+ * dropped. Idempotent; a peer already going down keeps its first reason. */
 void xp_peer_close(xp_peer *p, const char *why);
 void xp_peer_set_ud(xp_peer *p, void *ud);
 void *xp_peer_ud(const xp_peer *p);
@@ -132,8 +138,10 @@ const char *xp_peer_name(const xp_peer *p);
  * wire_limits_handshake in on_accept, wire_limits_session after the handshake. */
 void xp_peer_set_limits(xp_peer *p, const wire_limits *lim);
 
-/* Progresses the worker until idle; runs send callbacks, rendezvous completions, heartbeats,
- * timeouts and the reaper (on_down). Returns the number of events handled (>= 0). */
+/* Progresses the worker until idle, then runs send callbacks, delivers the frames received
+ * (on_frame), acts on endpoint errors, heartbeats and timeouts, and reaps closed peers
+ * (on_down). Returns the number of events handled (>= 0). Nested from a handler: UCX progress
+ * and send callbacks only (see Threads). */
 int xp_progress(xp_ctx *c);
 /* The worker event fd (readable when xp_progress has work after xp_arm returned 0). */
 int xp_fd(xp_ctx *c);
