@@ -53,10 +53,9 @@ int xp_status_err(ucs_status_t st) {
 }
 
 const char *xp_down_name(int reason) {
-    static const char *const names[] = {"?",       "closed",  "goodbye",   "error",   "timeout",
+    static const char *const names[] = {"?",         "closed",  "goodbye",   "error",   "timeout",
                                         "bad frame", "refused", "no memory", "shutdown"};
-    if (reason < 1 || reason > XP_DOWN_SHUTDOWN)
-        return "unknown";
+    if (reason < 1 || reason > XP_DOWN_SHUTDOWN) return "unknown";
     return names[reason];
 }
 
@@ -89,8 +88,8 @@ static int opts_check(const xp_opts *o, afd_err *err) {
                         o->rx_bufs, o->rx_buf_size);
     size_t total;
     if (afd_mul_size((size_t)o->rx_bufs, o->rx_buf_size, &total) || total > ((size_t)1 << 40))
-        return afd_errf(err, -EINVAL, "xport: rx_bufs %d x rx_buf_size %zu overflows",
-                        o->rx_bufs, o->rx_buf_size);
+        return afd_errf(err, -EINVAL, "xport: rx_bufs %d x rx_buf_size %zu overflows", o->rx_bufs,
+                        o->rx_buf_size);
     return 0;
 }
 
@@ -104,10 +103,9 @@ static size_t page_round(size_t n) {
 /* mmap'd (page-aligned, zero) and ucp_mem_map'd; NULL on failure. */
 static void *map_region(xp_ctx *c, size_t len, ucp_mem_h *memh) {
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    ucp_mem_map_params_t mp = {.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS |
-                                             UCP_MEM_MAP_PARAM_FIELD_LENGTH,
+    if (p == MAP_FAILED) return NULL;
+    ucp_mem_map_params_t mp = {.field_mask =
+                                   UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH,
                                .address = p,
                                .length = len};
     if (XP_CHECK(AFD_LOG_ERROR, ucp_mem_map(c->ucp, &mp, memh)) != UCS_OK) {
@@ -124,8 +122,7 @@ static void unmap_region(xp_ctx *c, void *p, size_t len, ucp_mem_h memh) {
 
 void *xp_mem_alloc(xp_ctx *c, size_t size) {
     size_t len = page_round(size);
-    if (!c || size == 0 || len == 0)
-        return NULL;
+    if (!c || size == 0 || len == 0) return NULL;
     xp_region *r = xcalloc(1, sizeof *r);
     r->addr = map_region(c, len, &r->memh);
     if (!r->addr) {
@@ -139,12 +136,10 @@ void *xp_mem_alloc(xp_ctx *c, size_t size) {
 }
 
 void xp_mem_free(xp_ctx *c, void *p) {
-    if (!c || !p)
-        return;
+    if (!c || !p) return;
     for (xp_region **pp = &c->regions; *pp; pp = &(*pp)->next) {
         xp_region *r = *pp;
-        if (r->addr != p)
-            continue;
+        if (r->addr != p) continue;
         *pp = r->next;
         unmap_region(c, r->addr, r->len, r->memh);
         free(r);
@@ -158,15 +153,13 @@ static ucp_mem_h region_of(const xp_ctx *c, const void *p, size_t len) {
     const uint8_t *b = p;
     for (const xp_region *r = c->regions; r; r = r->next) {
         const uint8_t *a = r->addr;
-        if (b >= a && b - a <= (ptrdiff_t)r->len && len <= r->len - (size_t)(b - a))
-            return r->memh;
+        if (b >= a && b - a <= (ptrdiff_t)r->len && len <= r->len - (size_t)(b - a)) return r->memh;
     }
     return NULL;
 }
 
 static int rx_pool_init(xp_ctx *c, afd_err *err) {
-    if (c->o.rx_bufs == 0)
-        return 0;
+    if (c->o.rx_bufs == 0) return 0;
     c->o.rx_buf_size = (c->o.rx_buf_size + 63) & ~(size_t)63; /* every buffer 64-aligned */
     c->rx_pool_len = page_round((size_t)c->o.rx_bufs * c->o.rx_buf_size);
     c->rx_pool = c->rx_pool_len ? map_region(c, c->rx_pool_len, &c->rx_memh) : NULL;
@@ -228,11 +221,9 @@ static xp_peer *peer_new(xp_ctx *c, ucp_ep_h ep, const char *name) {
 
 /* The live peer of a UCX endpoint, or NULL. */
 xp_peer *xp_peer_by_ep(const xp_ctx *c, ucp_ep_h ep) {
-    if (!ep)
-        return NULL;
+    if (!ep) return NULL;
     for (int i = 0; i < c->n_peers; i++)
-        if (c->peers[i]->ep == ep)
-            return c->peers[i];
+        if (c->peers[i]->ep == ep) return c->peers[i];
     return NULL;
 }
 
@@ -248,8 +239,7 @@ void xp_peer_destroy(xp_peer *p) {
 
 void xp_peer_down(xp_peer *p, int reason, int mode, const char *fmt, ...) {
     xp_ctx *c = p->c;
-    if (p->state >= XP_P_DOWN || (p->state == XP_P_DRAIN && mode != XP_CLOSE_FORCE))
-        return;
+    if (p->state >= XP_P_DOWN || (p->state == XP_P_DRAIN && mode != XP_CLOSE_FORCE)) return;
     if (p->state == XP_P_UP) {
         va_list ap;
         va_start(ap, fmt);
@@ -257,8 +247,8 @@ void xp_peer_down(xp_peer *p, int reason, int mode, const char *fmt, ...) {
         va_end(ap);
         p->reason = reason;
         c->n_closing++;
-        bool quiet = reason == XP_DOWN_CLOSED || reason == XP_DOWN_GOODBYE ||
-                     reason == XP_DOWN_SHUTDOWN;
+        bool quiet =
+            reason == XP_DOWN_CLOSED || reason == XP_DOWN_GOODBYE || reason == XP_DOWN_SHUTDOWN;
         afd_log(quiet ? AFD_LOG_INFO : AFD_LOG_WARN, "xport: peer %s down (%s): %s", p->name,
                 xp_down_name(reason), p->why);
     }
@@ -273,21 +263,25 @@ void xp_peer_down(xp_peer *p, int reason, int mode, const char *fmt, ...) {
         xp_sreq *sr = xp_sreq_get(c);
         size_t n = 0;
         wire_goodbye_encode(sr->body, sizeof sr->body, code, p->why, &n);
-        wire_hdr h = {.type = WIRE_T_GOODBYE, .sender = c->o.instance_id,
-                      .layer = WIRE_LAYER_NONE};
+        wire_hdr h = {.type = WIRE_T_GOODBYE, .sender = c->o.instance_id, .layer = WIRE_LAYER_NONE};
         xp_frame_send(p, sr, &h, sr->body, n);
     }
     xp_kick(c);
 }
 
 void xp_peer_close(xp_peer *p, const char *why) {
-    if (p)
-        xp_peer_down(p, XP_DOWN_CLOSED, XP_CLOSE_GOODBYE, "%s", why ? why : "closed");
+    if (p) xp_peer_down(p, XP_DOWN_CLOSED, XP_CLOSE_GOODBYE, "%s", why ? why : "closed");
 }
 
-void xp_peer_set_ud(xp_peer *p, void *ud) { p->ud = ud; }
-void *xp_peer_ud(const xp_peer *p) { return p->ud; }
-const char *xp_peer_name(const xp_peer *p) { return p->name; }
+void xp_peer_set_ud(xp_peer *p, void *ud) {
+    p->ud = ud;
+}
+void *xp_peer_ud(const xp_peer *p) {
+    return p->ud;
+}
+const char *xp_peer_name(const xp_peer *p) {
+    return p->name;
+}
 
 void xp_peer_set_limits(xp_peer *p, const wire_limits *lim) {
     p->lim = *lim;
@@ -319,8 +313,7 @@ static void tx_link(xp_peer *p, xp_sreq *sr) {
     sr->peer = p;
     sr->prev = NULL;
     sr->next = p->tx_list;
-    if (p->tx_list)
-        p->tx_list->prev = sr;
+    if (p->tx_list) p->tx_list->prev = sr;
     p->tx_list = sr;
     p->tx_inflight++;
 }
@@ -333,8 +326,7 @@ int xp_frame_send(xp_peer *p, xp_sreq *sr, const wire_hdr *h, const void *payloa
     hh.payload_len = (uint32_t)len;
     wire_hdr_encode(sr->hdr, &hh);
     ucp_request_param_t rp = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                                              UCP_OP_ATTR_FIELD_USER_DATA |
-                                              UCP_OP_ATTR_FIELD_FLAGS,
+                                              UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS,
                               .flags = UCP_AM_SEND_FLAG_REPLY,
                               .cb.send = send_done,
                               .user_data = sr};
@@ -344,8 +336,8 @@ int xp_frame_send(xp_peer *p, xp_sreq *sr, const wire_hdr *h, const void *payloa
         rp.memh = memh;
     }
     sr->peer = p;
-    void *req = XP_CHECK_PTR(AFD_LOG_WARN, ucp_am_send_nbx(p->ep, XP_AM_ID, sr->hdr,
-                                                           WIRE_HDR_SIZE, payload, len, &rp));
+    void *req = XP_CHECK_PTR(
+        AFD_LOG_WARN, ucp_am_send_nbx(p->ep, XP_AM_ID, sr->hdr, WIRE_HDR_SIZE, payload, len, &rp));
     if (UCS_PTR_IS_ERR(req)) {
         xp_sreq_put(c, sr);
         xp_peer_down(p, XP_DOWN_ERROR, XP_CLOSE_FORCE, "send failed: %s",
@@ -368,27 +360,22 @@ int xp_frame_send(xp_peer *p, xp_sreq *sr, const wire_hdr *h, const void *payloa
 
 int xp_send(xp_peer *p, const wire_hdr *h, const void *payload, size_t len, xp_send_cb cb,
             void *arg) {
-    if (!p || !h || (len && !payload))
-        return -EINVAL;
-    if (p->state != XP_P_UP)
-        return AFD_E_STATE;
-    if (len > UINT32_MAX)
-        return AFD_E_LIMIT;
+    if (!p || !h || (len && !payload)) return -EINVAL;
+    if (p->state != XP_P_UP) return AFD_E_STATE;
+    if (len > UINT32_MAX) return AFD_E_LIMIT;
     xp_sreq *sr = xp_sreq_get(p->c);
     sr->cb = cb;
     sr->arg = arg;
     int rc = xp_frame_send(p, sr, h, payload, len);
-    if (p->c->base)
-        xp_kick(p->c);
+    if (p->c->base) xp_kick(p->c);
     return rc;
 }
 
 int xp_send_heartbeat(xp_peer *p) {
-    wire_hdr h = {.type = WIRE_T_HEARTBEAT, .sender = p->c->o.instance_id,
-                  .layer = WIRE_LAYER_NONE};
+    wire_hdr h = {
+        .type = WIRE_T_HEARTBEAT, .sender = p->c->o.instance_id, .layer = WIRE_LAYER_NONE};
     int rc = xp_frame_send(p, xp_sreq_get(p->c), &h, NULL, 0);
-    if (!rc)
-        p->c->st.hb_out++;
+    if (!rc) p->c->st.hb_out++;
     return rc;
 }
 
@@ -407,8 +394,7 @@ static void ep_err(void *arg, ucp_ep_h ep, ucs_status_t st) {
 }
 
 static ucp_err_handling_mode_t err_mode(const xp_ctx *c) {
-    return c->o.err_mode == XP_ERR_PEER ? UCP_ERR_HANDLING_MODE_PEER
-                                        : UCP_ERR_HANDLING_MODE_NONE;
+    return c->o.err_mode == XP_ERR_PEER ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
 }
 
 static void sockaddr_name(const struct sockaddr *sa, char *out, size_t n) {
@@ -442,8 +428,7 @@ static void on_conn(ucp_conn_request_h cr, void *arg) {
                           .err_mode = err_mode(c),
                           .err_handler = {ep_err, c}};
     ucp_ep_h h;
-    if (XP_CHECK(AFD_LOG_ERROR, ucp_ep_create(c->worker, &ep, &h)) != UCS_OK)
-        return;
+    if (XP_CHECK(AFD_LOG_ERROR, ucp_ep_create(c->worker, &ep, &h)) != UCS_OK) return;
     xp_peer *p = peer_new(c, h, name);
     log_info("xport: accepted %s", p->name);
     /* on_accept runs inside this UCX callback, so that its xp_peer_set_limits applies to the
@@ -459,8 +444,8 @@ static int resolve(const char *addr, int port, bool passive, struct sockaddr_sto
         return afd_errf(err, -EINVAL, "xport: bad address %s:%d", addr ? addr : "(null)", port);
     char ps[8];
     snprintf(ps, sizeof ps, "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = passive ? AI_PASSIVE : 0};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0};
     struct addrinfo *ai = NULL;
     int rc = getaddrinfo(addr, ps, &hints, &ai);
     if (rc || !ai)
@@ -472,13 +457,11 @@ static int resolve(const char *addr, int port, bool passive, struct sockaddr_sto
 }
 
 int xp_listen(xp_ctx *c, const char *addr, int port, int *bound_port, afd_err *err) {
-    if (c->listener)
-        return afd_errf(err, AFD_E_STATE, "xport: already listening");
+    if (c->listener) return afd_errf(err, AFD_E_STATE, "xport: already listening");
     struct sockaddr_storage ss;
     socklen_t sl;
     int rc = resolve(addr, port, true, &ss, &sl, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     ucp_listener_params_t lp = {.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR |
                                               UCP_LISTENER_PARAM_FIELD_CONN_HANDLER,
                                 .sockaddr = {(struct sockaddr *)&ss, sl},
@@ -493,8 +476,7 @@ int xp_listen(xp_ctx *c, const char *addr, int port, int *bound_port, afd_err *e
     const struct sockaddr *sa = (const struct sockaddr *)&la.sockaddr;
     int bp = sa->sa_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)sa)->sin6_port)
                                        : ntohs(((const struct sockaddr_in *)sa)->sin_port);
-    if (bound_port)
-        *bound_port = bp;
+    if (bound_port) *bound_port = bp;
     log_info("xport: listening on %s:%d (err mode %s)", addr, bp,
              c->o.err_mode == XP_ERR_PEER ? "peer" : "none");
     return 0;
@@ -504,8 +486,7 @@ int xp_connect(xp_ctx *c, const char *addr, int port, xp_peer **out, afd_err *er
     struct sockaddr_storage ss;
     socklen_t sl;
     int rc = resolve(addr, port, false, &ss, &sl, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     char name[64];
     sockaddr_name((struct sockaddr *)&ss, name, sizeof name);
     ucp_ep_params_t ep = {.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
@@ -543,8 +524,7 @@ static int ucp_setup(xp_ctx *c, afd_err *err) {
     ucp_params_t pp = {.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME,
                        .features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP,
                        .name = "afd"};
-    if (st == UCS_OK)
-        st = XP_CHECK(AFD_LOG_ERROR, ucp_init(&pp, cfg, &c->ucp));
+    if (st == UCS_OK) st = XP_CHECK(AFD_LOG_ERROR, ucp_init(&pp, cfg, &c->ucp));
     ucp_config_release(cfg);
     if (st != UCS_OK)
         return afd_errf(err, -EIO, "xport: UCX init failed (tls %s, devices %s): %s",
@@ -559,14 +539,13 @@ static int worker_setup(xp_ctx *c, afd_err *err) {
                               .thread_mode = UCS_THREAD_MODE_SINGLE};
     if (XP_CHECK(AFD_LOG_ERROR, ucp_worker_create(c->ucp, &wp, &c->worker)) != UCS_OK)
         return afd_errf(err, -EIO, "xport: cannot create a UCP worker");
-    ucp_am_handler_param_t hp = {.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID |
-                                               UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
-                                               UCP_AM_HANDLER_PARAM_FIELD_CB |
-                                               UCP_AM_HANDLER_PARAM_FIELD_ARG,
-                                 .id = XP_AM_ID,
-                                 .flags = UCP_AM_FLAG_WHOLE_MSG,
-                                 .cb = xp_am_cb,
-                                 .arg = c};
+    ucp_am_handler_param_t hp = {
+        .field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
+                      UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG,
+        .id = XP_AM_ID,
+        .flags = UCP_AM_FLAG_WHOLE_MSG,
+        .cb = xp_am_cb,
+        .arg = c};
     if (XP_CHECK(AFD_LOG_ERROR, ucp_worker_set_am_recv_handler(c->worker, &hp)) != UCS_OK)
         return afd_errf(err, -EIO, "xport: cannot set the AM handler");
     ucp_worker_attr_t wa = {.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER};
@@ -593,8 +572,7 @@ int xp_init(xp_ctx **out, const xp_opts *o, const xp_handlers *h, void *ud, afd_
     if (!o || !h || !h->on_frame)
         return afd_errf(err, -EINVAL, "xport: options and an on_frame handler are required");
     int rc = opts_check(o, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     xp_ctx *c = xcalloc(1, sizeof *c);
     c->o = *o;
     c->h = *h;
@@ -602,10 +580,8 @@ int xp_init(xp_ctx **out, const xp_opts *o, const xp_handlers *h, void *ud, afd_
     c->efd = -1;
     rc = ucp_setup(c, err);
     c->o.ucx_tls = c->o.ucx_net_devices = NULL; /* borrowed only during init */
-    if (!rc)
-        rc = worker_setup(c, err);
-    if (!rc)
-        rc = rx_pool_init(c, err);
+    if (!rc) rc = worker_setup(c, err);
+    if (!rc) rc = rx_pool_init(c, err);
     if (rc) {
         xp_free(c);
         return rc;
@@ -615,7 +591,9 @@ int xp_init(xp_ctx **out, const xp_opts *o, const xp_handlers *h, void *ud, afd_
     return 0;
 }
 
-void xp_get_stats(const xp_ctx *c, xp_stats *s) { *s = c->st; }
+void xp_get_stats(const xp_ctx *c, xp_stats *s) {
+    *s = c->st;
+}
 
 /* ---- teardown ---- */
 
@@ -627,8 +605,7 @@ static void peers_cut(xp_ctx *c) {
         if (p->state == XP_P_UP)
             xp_peer_down(p, XP_DOWN_SHUTDOWN, XP_CLOSE_FORCE, "context shut down");
         xp_rx_detach(p);
-        if (p->close_req)
-            ucp_request_free(p->close_req);
+        if (p->close_req) ucp_request_free(p->close_req);
         p->close_req = NULL;
         p->ep = NULL; /* destroyed with the worker */
         p->state = XP_P_CLOSED;
@@ -644,8 +621,7 @@ static void free_pools(xp_ctx *c) {
     }
     for (xp_rx *rx = c->rx_all, *n; rx; rx = n) {
         n = rx->all_next;
-        if (rx->heap)
-            free(rx->buf);
+        if (rx->heap) free(rx->buf);
         free(rx->ebuf);
         free(rx);
     }
@@ -656,8 +632,7 @@ static void free_pools(xp_ctx *c) {
         unmap_region(c, r->addr, r->len, r->memh);
         free(r);
     }
-    if (c->rx_pool)
-        unmap_region(c, c->rx_pool, c->rx_pool_len, c->rx_memh);
+    if (c->rx_pool) unmap_region(c, c->rx_pool, c->rx_pool_len, c->rx_memh);
     free(c->rx_stack);
     free(c->peers);
 }
@@ -669,17 +644,14 @@ static void peers_close_all(xp_ctx *c) {
     uint64_t end = afd_now_ns() + 2 * (uint64_t)c->o.close_timeout_ms * 1000000u + 50000000u;
     while (c->n_peers && afd_now_ns() < end) {
         xp_progress(c);
-        if (c->n_peers)
-            usleep(100);
+        if (c->n_peers) usleep(100);
     }
 }
 
 void xp_free(xp_ctx *c) {
-    if (!c)
-        return;
+    if (!c) return;
     xp_detach(c);
-    if (c->listener)
-        ucp_listener_destroy(c->listener);
+    if (c->listener) ucp_listener_destroy(c->listener);
     c->listener = NULL;
     if (c->worker) {
         peers_close_all(c);

@@ -65,14 +65,14 @@ typedef struct xp_opts {
 
 /* Why a peer went down (on_down's reason). */
 enum {
-    XP_DOWN_CLOSED = 1,   /* xp_peer_close by us */
-    XP_DOWN_GOODBYE = 2,  /* the peer sent GOODBYE (why = its message) */
-    XP_DOWN_ERROR = 3,    /* UCX reported an endpoint error (XP_ERR_PEER), or a send failed */
-    XP_DOWN_TIMEOUT = 4,  /* no frame for peer_timeout_ms */
+    XP_DOWN_CLOSED = 1,    /* xp_peer_close by us */
+    XP_DOWN_GOODBYE = 2,   /* the peer sent GOODBYE (why = its message) */
+    XP_DOWN_ERROR = 3,     /* UCX reported an endpoint error (XP_ERR_PEER), or a send failed */
+    XP_DOWN_TIMEOUT = 4,   /* no frame for peer_timeout_ms */
     XP_DOWN_BAD_FRAME = 5, /* header invalid, length mismatch, over a limit */
-    XP_DOWN_REFUSED = 6,  /* on_accept or on_frame returned < 0 */
-    XP_DOWN_NOMEM = 7,    /* no memory for a frame the limits allow */
-    XP_DOWN_SHUTDOWN = 8, /* xp_free */
+    XP_DOWN_REFUSED = 6,   /* on_accept or on_frame returned < 0 */
+    XP_DOWN_NOMEM = 7,     /* no memory for a frame the limits allow */
+    XP_DOWN_SHUTDOWN = 8,  /* xp_free */
 };
 
 typedef struct xp_handlers {
@@ -83,8 +83,7 @@ typedef struct xp_handlers {
      * are consumed inside; GOODBYE ends the peer). Frames that arrived before a bad one are
      * still delivered, nothing after it. payload is 64-byte aligned, non-NULL even for len 0,
      * and valid only until return. < 0 drops the peer (XP_DOWN_REFUSED). */
-    int (*on_frame)(void *ud, xp_peer *p, const wire_hdr *h, const uint8_t *payload,
-                    size_t len);
+    int (*on_frame)(void *ud, xp_peer *p, const wire_hdr *h, const uint8_t *payload, size_t len);
     /* The peer is gone (reason XP_DOWN_*, why a one-line text). Exactly once per peer, after
      * all its send callbacks; the peer is freed when it returns. May be NULL. */
     void (*on_down)(void *ud, xp_peer *p, int reason, const char *why);

@@ -31,33 +31,33 @@ int xp_status_err(ucs_status_t st); /* UCS_ERR_* -> -errno-like code */
 enum { XP_P_UP, XP_P_DRAIN, XP_P_DOWN, XP_P_CLOSING, XP_P_CLOSED };
 
 typedef struct xp_sreq {
-    struct xp_sreq *qnext;            /* free list, or the completion queue */
-    struct xp_sreq *prev, *next;      /* the peer's in-flight list */
-    struct xp_sreq *all_next;         /* every request ever made, freed by xp_free */
+    struct xp_sreq *qnext;       /* free list, or the completion queue */
+    struct xp_sreq *prev, *next; /* the peer's in-flight list */
+    struct xp_sreq *all_next;    /* every request ever made, freed by xp_free */
     xp_ctx *c;
     xp_peer *peer;
     xp_send_cb cb;
     void *arg;
-    void *req;                        /* UCX request while UCX owns it */
+    void *req; /* UCX request while UCX owns it */
     int status;
-    bool orphan;                      /* given up on: UCX may still read it, never reused */
-    uint8_t hdr[WIRE_HDR_SIZE];       /* the AM header, alive until completion */
-    uint8_t body[WIRE_MSG_MAX_LEN];   /* payload of frames the transport makes */
+    bool orphan;                    /* given up on: UCX may still read it, never reused */
+    uint8_t hdr[WIRE_HDR_SIZE];     /* the AM header, alive until completion */
+    uint8_t body[WIRE_MSG_MAX_LEN]; /* payload of frames the transport makes */
 } xp_sreq;
 
 #define XP_RX_POISON 1 /* xp_rx.status of the entry that drops its peer when delivered */
 
 typedef struct xp_rx {
-    struct xp_rx *next;               /* the peer's ordered queue, the free list or orphans */
+    struct xp_rx *next; /* the peer's ordered queue, the free list or orphans */
     struct xp_rx *all_next;
     xp_ctx *c;
-    xp_peer *peer;                    /* NULL once orphaned (peer gone, UCX still writing) */
+    xp_peer *peer; /* NULL once orphaned (peer gone, UCX still writing) */
     wire_hdr h;
     uint8_t *buf;
     size_t len;
-    int pool_idx;                     /* registered buffer index, or -1 */
-    bool heap;                        /* buf is a heap rendezvous buffer (freed on release) */
-    uint8_t *ebuf;                    /* the entry's own eager buffer, kept across reuse */
+    int pool_idx;  /* registered buffer index, or -1 */
+    bool heap;     /* buf is a heap rendezvous buffer (freed on release) */
+    uint8_t *ebuf; /* the entry's own eager buffer, kept across reuse */
     size_t ecap;
     void *req;
     int status;
@@ -75,12 +75,12 @@ struct xp_peer {
     xp_ctx *c;
     ucp_ep_h ep; /* NULL once closed */
     void *ud;
-    int idx;     /* in c->peers */
+    int idx; /* in c->peers */
     int state;
     int reason;
-    bool force;  /* close without flushing */
+    bool force; /* close without flushing */
     bool flushing;
-    bool told;   /* on_down has run: a zombie waiting for its endpoint close */
+    bool told;              /* on_down has run: a zombie waiting for its endpoint close */
     ucs_status_t ep_status; /* endpoint error reported by UCX, acted on after progress */
     bool poisoned;          /* a bad frame is queued: later frames are ignored */
     int poison_reason;
@@ -121,8 +121,8 @@ struct xp_ctx {
     xp_region *regions;
     /* timers */
     uint64_t tick_ns, next_tick_ns;
-    int depth;             /* xp_progress nesting: > 0 inside the top-level pass */
-    bool in_ucx;           /* inside ucp_worker_progress (UCX callbacks, on_accept) */
+    int depth;   /* xp_progress nesting: > 0 inside the top-level pass */
+    bool in_ucx; /* inside ucp_worker_progress (UCX callbacks, on_accept) */
     /* libevent glue */
     struct event_base *base;
     struct event *ev_fd, *ev_timer, *ev_kick;
@@ -152,7 +152,7 @@ void xp_cq_push(xp_ctx *c, xp_sreq *sr);
 
 /* xport_loop.c */
 int xp_cq_drain(xp_ctx *c);
-void xp_kick(xp_ctx *c);   /* attached: make sure the loop runs xp_progress soon */
+void xp_kick(xp_ctx *c); /* attached: make sure the loop runs xp_progress soon */
 int xp_reap(xp_ctx *c, uint64_t now, bool final);
 void xp_detach(xp_ctx *c);
 

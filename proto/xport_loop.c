@@ -13,8 +13,12 @@
 #define XP_CLOSING_MS 2       /* poll interval while peers are closing */
 #define XP_MAX_SPINS  1024    /* ucp_worker_progress calls per xp_progress */
 
-static uint64_t ms_ns(int ms) { return (uint64_t)ms * 1000000u; }
-static uint64_t since(uint64_t now, uint64_t t) { return now > t ? now - t : 0; }
+static uint64_t ms_ns(int ms) {
+    return (uint64_t)ms * 1000000u;
+}
+static uint64_t since(uint64_t now, uint64_t t) {
+    return now > t ? now - t : 0;
+}
 
 /* ---- send completions ---- */
 
@@ -24,8 +28,7 @@ static void tx_unlink(xp_sreq *sr) {
         sr->prev->next = sr->next;
     else
         p->tx_list = sr->next;
-    if (sr->next)
-        sr->next->prev = sr->prev;
+    if (sr->next) sr->next->prev = sr->prev;
     sr->prev = sr->next = NULL;
     p->tx_inflight--;
 }
@@ -38,8 +41,7 @@ int xp_cq_drain(xp_ctx *c) {
     while (sr) {
         xp_sreq *next = sr->qnext;
         tx_unlink(sr);
-        if (sr->cb)
-            sr->cb(sr->arg, sr->status);
+        if (sr->cb) sr->cb(sr->arg, sr->status);
         xp_sreq_put(c, sr);
         n++;
         sr = next;
@@ -52,13 +54,11 @@ int xp_cq_drain(xp_ctx *c) {
 static void tx_abandon(xp_peer *p, int status) {
     while (p->tx_list) {
         xp_sreq *sr = p->tx_list;
-        if (sr->req)
-            ucp_request_free(sr->req);
+        if (sr->req) ucp_request_free(sr->req);
         sr->req = NULL;
         sr->orphan = true;
         tx_unlink(sr);
-        if (sr->cb)
-            sr->cb(sr->arg, status);
+        if (sr->cb) sr->cb(sr->arg, status);
     }
 }
 
@@ -81,11 +81,10 @@ static void close_start(xp_peer *p, uint64_t now) {
 static int close_check(xp_peer *p, uint64_t now, bool final) {
     if (p->close_req) {
         ucs_status_t st = ucp_request_check_status(p->close_req);
-        if (st == UCS_INPROGRESS && now < p->deadline_ns && !final)
-            return 0;
+        if (st == UCS_INPROGRESS && now < p->deadline_ns && !final) return 0;
         if (st == UCS_INPROGRESS)
-            log_warn("xport: peer %s: endpoint close still pending after %d ms, abandoned",
-                     p->name, p->c->o.close_timeout_ms);
+            log_warn("xport: peer %s: endpoint close still pending after %d ms, abandoned", p->name,
+                     p->c->o.close_timeout_ms);
         ucp_request_free(p->close_req);
         p->close_req = NULL;
     }
@@ -97,12 +96,10 @@ static int close_check(xp_peer *p, uint64_t now, bool final) {
 /* on_down, once: after every send callback of the peer; the endpoint close may still be in
  * flight (the peer struct then lingers, invisible to the user, until it ends). */
 static void tell_down(xp_ctx *c, xp_peer *p) {
-    if (p->told)
-        return;
+    if (p->told) return;
     p->told = true;
     c->st.peers_down++;
-    if (c->h.on_down)
-        c->h.on_down(c->ud, p, p->reason, p->why);
+    if (c->h.on_down) c->h.on_down(c->ud, p, p->reason, p->why);
 }
 
 /* Moves one peer that is not UP along its close; 1 when it was freed. */
@@ -110,14 +107,12 @@ static int reap_one(xp_ctx *c, xp_peer *p, uint64_t now, bool final) {
     if (p->state == XP_P_DRAIN) {
         /* we said GOODBYE: wait for the peer to close first (its disconnect makes ep_err move
          * us to DOWN), so that nothing we sent is still unread when our side goes away */
-        if (now < p->deadline_ns && !final)
-            return 0;
+        if (now < p->deadline_ns && !final) return 0;
         p->force = p->tx_inflight > 0;
         p->state = XP_P_DOWN;
     }
-    if (p->state == XP_P_DOWN)
-        close_start(p, now);
-    xp_cq_drain(c); /* completions the close produced */
+    if (p->state == XP_P_DOWN) close_start(p, now);
+    xp_cq_drain(c);                 /* completions the close produced */
     if (p->force && p->tx_inflight) /* a dead peer: its sends would hang until the deadline */
         tx_abandon(p, p->reason == XP_DOWN_TIMEOUT ? -ETIMEDOUT : -ECONNRESET);
     if (p->state == XP_P_CLOSING && !close_check(p, now, final)) {
@@ -128,8 +123,7 @@ static int reap_one(xp_ctx *c, xp_peer *p, uint64_t now, bool final) {
         return 0;
     }
     if (p->tx_inflight) {
-        if (now < p->deadline_ns && !final)
-            return 0;
+        if (now < p->deadline_ns && !final) return 0;
         tx_abandon(p, final ? -ECANCELED : -ETIMEDOUT);
     }
     tell_down(c, p);
@@ -143,8 +137,7 @@ int xp_reap(xp_ctx *c, uint64_t now, bool final) {
         if (i >= c->n_peers) /* handlers closed or freed several */
             continue;
         xp_peer *p = c->peers[i];
-        if (p->state != XP_P_UP)
-            n += reap_one(c, p, now, final);
+        if (p->state != XP_P_UP) n += reap_one(c, p, now, final);
     }
     return n;
 }
@@ -155,13 +148,11 @@ static void timers_run(xp_ctx *c, uint64_t now) {
     uint64_t hb = ms_ns(c->o.heartbeat_ms), to = ms_ns(c->o.peer_timeout_ms);
     for (int i = 0; i < c->n_peers; i++) {
         xp_peer *p = c->peers[i];
-        if (p->state != XP_P_UP)
-            continue;
+        if (p->state != XP_P_UP) continue;
         if (to && since(now, p->last_rx_ns) >= to)
-            xp_peer_down(p, XP_DOWN_TIMEOUT, XP_CLOSE_FORCE,
-                         "no frame for %llu ms (peer_timeout_ms %d)",
-                         (unsigned long long)(since(now, p->last_rx_ns) / 1000000u),
-                         c->o.peer_timeout_ms);
+            xp_peer_down(
+                p, XP_DOWN_TIMEOUT, XP_CLOSE_FORCE, "no frame for %llu ms (peer_timeout_ms %d)",
+                (unsigned long long)(since(now, p->last_rx_ns) / 1000000u), c->o.peer_timeout_ms);
         else if (hb && since(now, p->last_tx_ns) >= hb)
             xp_send_heartbeat(p);
     }
@@ -192,8 +183,7 @@ int xp_progress(xp_ctx *c) {
     if (c->depth) /* nested, from a handler: send completions only */
         return n;
     c->depth++;
-    if (c->rx_ready)
-        n += xp_rx_deliver(c);
+    if (c->rx_ready) n += xp_rx_deliver(c);
     if (c->n_failed) /* after the frames that arrived before the error */
         errors_run(c);
     uint64_t now = afd_now_ns();
@@ -201,31 +191,27 @@ int xp_progress(xp_ctx *c) {
         timers_run(c, now);
         c->next_tick_ns = now + c->tick_ns;
     }
-    if (c->n_closing)
-        n += xp_reap(c, now, false);
+    if (c->n_closing) n += xp_reap(c, now, false);
     c->depth--;
     return n;
 }
 
-int xp_fd(xp_ctx *c) { return c->efd; }
+int xp_fd(xp_ctx *c) {
+    return c->efd;
+}
 
 int xp_arm(xp_ctx *c) {
-    if (c->cq_head || c->rx_ready || c->n_failed)
-        return -EAGAIN;
+    if (c->cq_head || c->rx_ready || c->n_failed) return -EAGAIN;
     ucs_status_t st = ucp_worker_arm(c->worker);
-    if (st == UCS_ERR_BUSY)
-        return -EAGAIN;
+    if (st == UCS_ERR_BUSY) return -EAGAIN;
     return XP_CHECK(AFD_LOG_ERROR, st) == UCS_OK ? 0 : -EIO;
 }
 
 int xp_timer_ms(const xp_ctx *c) {
-    if (c->n_closing)
-        return XP_CLOSING_MS;
-    if (!c->tick_ns)
-        return -1;
+    if (c->n_closing) return XP_CLOSING_MS;
+    if (!c->tick_ns) return -1;
     uint64_t now = afd_now_ns();
-    if (c->next_tick_ns <= now)
-        return 0;
+    if (c->next_tick_ns <= now) return 0;
     return (int)((c->next_tick_ns - now + 999999u) / 1000000u);
 }
 
@@ -242,23 +228,19 @@ static int wait_ms(const xp_ctx *c, uint64_t end) {
 
 int xp_wait(xp_ctx *c, int timeout_ms) {
     int n = xp_progress(c);
-    if (n)
-        return n;
+    if (n) return n;
     uint64_t end = timeout_ms >= 0 ? afd_now_ns() + ms_ns(timeout_ms) : 0;
     for (;;) {
         int rc = xp_arm(c);
         if (rc == 0) {
             struct pollfd pfd = {.fd = c->efd, .events = POLLIN};
-            if (poll(&pfd, 1, wait_ms(c, end)) < 0 && errno != EINTR)
-                return -errno;
+            if (poll(&pfd, 1, wait_ms(c, end)) < 0 && errno != EINTR) return -errno;
         } else if (rc != -EAGAIN) {
             return rc;
         }
         n = xp_progress(c);
-        if (n)
-            return n;
-        if (end && afd_now_ns() >= end)
-            return 0;
+        if (n) return n;
+        if (end && afd_now_ns() >= end) return 0;
     }
 }
 
@@ -284,13 +266,11 @@ static void ev_run(evutil_socket_t fd, short what, void *arg) {
     for (;;) {
         int n = xp_progress(c);
         uint64_t now = afd_now_ns();
-        if (n > 0)
-            c->last_event_ns = now;
+        if (n > 0) c->last_event_ns = now;
         bool spin = since(now, c->last_event_ns) < c->spin_ns;
         if (!spin) {
             int rc = xp_arm(c);
-            if (rc != -EAGAIN)
-                break;
+            if (rc != -EAGAIN) break;
         }
         if (since(now, t0) >= XP_SLICE_NS) {
             xp_kick(c);
@@ -301,8 +281,7 @@ static void ev_run(evutil_socket_t fd, short what, void *arg) {
 }
 
 void xp_kick(xp_ctx *c) {
-    if (!c->base || c->kick_pending || !c->ev_kick)
-        return;
+    if (!c->base || c->kick_pending || !c->ev_kick) return;
     c->kick_pending = true;
     /* a zero timeout, not event_active: libevent runs events activated during its active
      * phase in the same phase, so two spinning contexts would starve the fds forever */
@@ -311,10 +290,8 @@ void xp_kick(xp_ctx *c) {
 }
 
 int xp_attach(xp_ctx *c, struct event_base *base, int spin_us) {
-    if (c->base)
-        return AFD_E_STATE;
-    if (!base || spin_us < 0)
-        return -EINVAL;
+    if (c->base) return AFD_E_STATE;
+    if (!base || spin_us < 0) return -EINVAL;
     c->ev_fd = event_new(base, c->efd, EV_READ | EV_PERSIST, ev_run, c);
     c->ev_timer = evtimer_new(base, ev_run, c);
     c->ev_kick = evtimer_new(base, ev_run, c);
@@ -329,12 +306,9 @@ int xp_attach(xp_ctx *c, struct event_base *base, int spin_us) {
 }
 
 void xp_detach(xp_ctx *c) {
-    if (c->ev_fd)
-        event_free(c->ev_fd);
-    if (c->ev_timer)
-        event_free(c->ev_timer);
-    if (c->ev_kick)
-        event_free(c->ev_kick);
+    if (c->ev_fd) event_free(c->ev_fd);
+    if (c->ev_timer) event_free(c->ev_timer);
+    if (c->ev_kick) event_free(c->ev_kick);
     c->ev_fd = c->ev_timer = c->ev_kick = NULL;
     c->base = NULL;
 }

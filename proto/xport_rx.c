@@ -66,8 +66,7 @@ static uint8_t *rx_buf_rndv(xp_ctx *c, xp_rx *rx, size_t len) {
         return c->rx_pool + (size_t)rx->pool_idx * c->o.rx_buf_size;
     }
     void *p = NULL;
-    if (posix_memalign(&p, 64, len ? len : 1))
-        return NULL;
+    if (posix_memalign(&p, 64, len ? len : 1)) return NULL;
     rx->heap = true;
     c->st.heap_rx++;
     return p;
@@ -78,8 +77,7 @@ static uint8_t *rx_buf_rndv(xp_ctx *c, xp_rx *rx, size_t len) {
 static uint8_t *rx_buf_eager(xp_rx *rx, size_t len) {
     if (len > rx->ecap) {
         void *p = NULL;
-        if (posix_memalign(&p, 64, len))
-            return NULL;
+        if (posix_memalign(&p, 64, len)) return NULL;
         free(rx->ebuf);
         rx->ebuf = p;
         rx->ecap = len;
@@ -104,8 +102,7 @@ static void rxq_append(xp_peer *p, xp_rx *rx) {
 static void peer_poison(xp_peer *p, int reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void peer_poison(xp_peer *p, int reason, const char *fmt, ...) {
-    if (p->poisoned)
-        return;
+    if (p->poisoned) return;
     p->poisoned = true;
     p->poison_reason = reason;
     va_list ap;
@@ -159,8 +156,7 @@ static const uint64_t empty_payload[1];
 /* Hands one frame to the user, or ends the peer on GOODBYE. */
 static void deliver(xp_peer *p, const wire_hdr *h, const uint8_t *data, size_t len) {
     xp_ctx *c = p->c;
-    if (p->state != XP_P_UP)
-        return;
+    if (p->state != XP_P_UP) return;
     if (h->type == WIRE_T_GOODBYE) {
         wire_msg m;
         int rc = wire_goodbye_decode(data, len, &m);
@@ -184,8 +180,7 @@ static int rxq_flush(xp_peer *p) {
     xp_rx *rx;
     while ((rx = p->rxq_head) && rx->done) {
         p->rxq_head = rx->next;
-        if (!p->rxq_head)
-            p->rxq_tail = NULL;
+        if (!p->rxq_head) p->rxq_tail = NULL;
         if (rx->status == XP_RX_POISON)
             xp_peer_down(p, p->poison_reason, XP_CLOSE_GOODBYE, "%s", p->poison_why);
         else if (rx->status)
@@ -229,8 +224,7 @@ static void rx_eager(xp_peer *p, const wire_hdr *h, const void *data, size_t len
         peer_poison(p, XP_DOWN_NOMEM, "no memory for a %zu-byte frame", len);
         return;
     }
-    if (len)
-        memcpy(rx->buf, data, len);
+    if (len) memcpy(rx->buf, data, len);
     rx->h = *h;
     rx->len = len;
     rx->done = true;
@@ -251,16 +245,16 @@ static void rx_rndv(xp_peer *p, const wire_hdr *h, void *desc, size_t len) {
     rx->len = len;
     rxq_append(p, rx);
     c->st.rndv_in++;
-    ucp_request_param_t rp = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                                              UCP_OP_ATTR_FIELD_USER_DATA,
+    ucp_request_param_t rp = {.op_attr_mask =
+                                  UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
                               .cb.recv_am = rndv_done,
                               .user_data = rx};
     if (rx->pool_idx >= 0) {
         rp.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
         rp.memh = c->rx_memh;
     }
-    void *req = XP_CHECK_PTR(AFD_LOG_WARN,
-                             ucp_am_recv_data_nbx(c->worker, desc, rx->buf, len, &rp));
+    void *req =
+        XP_CHECK_PTR(AFD_LOG_WARN, ucp_am_recv_data_nbx(c->worker, desc, rx->buf, len, &rp));
     if (UCS_PTR_IS_PTR(req)) {
         rx->req = req;
         return;
@@ -309,8 +303,7 @@ ucs_status_t xp_am_cb(void *arg, const void *hdr, size_t hlen, void *data, size_
     p->last_rx_ns = afd_now_ns();
     c->st.frames_in++;
     c->st.bytes_in += len;
-    if (h.type == WIRE_T_HEARTBEAT)
-        return UCS_OK;
+    if (h.type == WIRE_T_HEARTBEAT) return UCS_OK;
     if (prm->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)
         rx_rndv(p, &h, data, len);
     else

@@ -52,9 +52,9 @@ typedef struct rec {
 typedef struct side {
     xp_ctx *c;
     const char *label;
-    bool echo;          /* answer every frame with the same bytes */
-    bool refuse;        /* on_accept refuses */
-    int port;           /* listening port */
+    bool echo;   /* answer every frame with the same bytes */
+    bool refuse; /* on_accept refuses */
+    int port;    /* listening port */
     int accepts, downs, frames, unaligned;
     int reasons[MAX_PEERS];
     char why[MAX_PEERS][256];
@@ -176,14 +176,11 @@ typedef bool (*cond_fn)(void *arg);
 static bool pumpn(side *const *sides, int n, cond_fn cond, void *arg, int ms) {
     uint64_t end = afd_now_ns() + (uint64_t)ms * 1000000u;
     while (!cond(arg)) {
-        if (afd_now_ns() > end)
-            return false;
+        if (afd_now_ns() > end) return false;
         int ev = 0;
         for (int i = 0; i < n; i++)
-            if (sides[i] && sides[i]->c)
-                ev += xp_progress(sides[i]->c);
-        if (!ev)
-            usleep(50);
+            if (sides[i] && sides[i]->c) ev += xp_progress(sides[i]->c);
+        if (!ev) usleep(50);
     }
     return true;
 }
@@ -201,8 +198,7 @@ static bool reached(void *arg) {
     counter *k = arg;
     return *k->v >= k->want;
 }
-#define PUMP_UNTIL(a, b, var, n, ms)                                                               \
-    pump((a), (b), reached, &(counter){&(var), (n)}, (ms))
+#define PUMP_UNTIL(a, b, var, n, ms) pump((a), (b), reached, &(counter){&(var), (n)}, (ms))
 #define PUMP3_UNTIL(a, b, c, var, n, ms)                                                           \
     pumpn((side *const[3]){(a), (b), (c)}, 3, reached, &(counter){&(var), (n)}, (ms))
 
@@ -220,8 +216,7 @@ static xp_peer *connect_ready(side *srv, side *cli) {
     int f0 = srv->frames;
     cr_assert_eq(xp_send(p, &h, &hello, sizeof hello, NULL, NULL), 0);
     cr_assert(PUMP_UNTIL(srv, cli, srv->frames, f0 + 1, 5000), "no first frame");
-    if (srv->echo)
-        cr_assert(PUMP_UNTIL(srv, cli, cli->frames, 1, 5000), "no first echo");
+    if (srv->echo) cr_assert(PUMP_UNTIL(srv, cli, cli->frames, 1, 5000), "no first echo");
     return p;
 }
 
@@ -258,8 +253,8 @@ static void roundtrip(xp_errmode mode) {
     for (int i = 0; i < N; i++) {
         uint64_t want = fnv(bufs[i], sizes[i]);
         const rec *r = &srv.log[i + 1], *e = &cli.log[i + 1];
-        cr_assert_eq(r->step, (uint64_t)i, "server order: %llu at %d",
-                     (unsigned long long)r->step, i);
+        cr_assert_eq(r->step, (uint64_t)i, "server order: %llu at %d", (unsigned long long)r->step,
+                     i);
         cr_assert_eq(r->len, sizes[i], "server len %u != %zu", r->len, sizes[i]);
         cr_assert_eq(r->sum, want, "server checksum of frame %d", i);
         cr_assert_eq(e->step, (uint64_t)i);
@@ -277,8 +272,8 @@ static void roundtrip(xp_errmode mode) {
                   (unsigned long long)ss.heap_rx);
     cr_assert_geq(cs.rndv_in, 2, "client rndv_in %llu", (unsigned long long)cs.rndv_in);
     cr_assert_geq(ss.frames_in, N);
-    cr_assert_eq(ss.bytes_in, cs.bytes_out, "bytes %llu != %llu",
-                 (unsigned long long)ss.bytes_in, (unsigned long long)cs.bytes_out);
+    cr_assert_eq(ss.bytes_in, cs.bytes_out, "bytes %llu != %llu", (unsigned long long)ss.bytes_in,
+                 (unsigned long long)cs.bytes_out);
     cr_assert_eq(ss.bad_frames, 0);
     xp_free(cli.c);
     cr_assert_eq(cli.downs, 1, "client downs %d", cli.downs);
@@ -292,8 +287,12 @@ static void roundtrip(xp_errmode mode) {
     leak_check();
 }
 
-Test(xport, roundtrip_err_none) { roundtrip(XP_ERR_NONE); }
-Test(xport, roundtrip_err_peer) { roundtrip(XP_ERR_PEER); }
+Test(xport, roundtrip_err_none) {
+    roundtrip(XP_ERR_NONE);
+}
+Test(xport, roundtrip_err_peer) {
+    roundtrip(XP_ERR_PEER);
+}
 
 /* ---- closing ---- */
 
@@ -326,8 +325,12 @@ static void graceful_close(xp_errmode mode) {
     cr_assert_eq(cli.downs, 1, "no second on_down at xp_free: %d", cli.downs);
 }
 
-Test(xport, graceful_close_err_none) { graceful_close(XP_ERR_NONE); }
-Test(xport, graceful_close_err_peer) { graceful_close(XP_ERR_PEER); }
+Test(xport, graceful_close_err_none) {
+    graceful_close(XP_ERR_NONE);
+}
+Test(xport, graceful_close_err_peer) {
+    graceful_close(XP_ERR_PEER);
+}
 
 Test(xport, accept_refused) {
     xp_opts o = opts_for(XP_ERR_NONE);
@@ -353,23 +356,19 @@ Test(xport, accept_refused) {
  * until killed (or 10 s). */
 static void child_client(int rfd, xp_errmode mode) {
     int port = 0;
-    if (read(rfd, &port, sizeof port) != sizeof port)
-        _exit(2);
+    if (read(rfd, &port, sizeof port) != sizeof port) _exit(2);
     xp_opts o = opts_for(mode);
     o.heartbeat_ms = 100;
     o.peer_timeout_ms = 0;
     side cli;
     memset(&cli, 0, sizeof cli);
     xp_ctx *c;
-    if (xp_init(&c, &o, &HANDLERS, &cli, NULL))
-        _exit(3);
+    if (xp_init(&c, &o, &HANDLERS, &cli, NULL)) _exit(3);
     xp_peer *p;
-    if (xp_connect(c, "127.0.0.1", port, &p, NULL))
-        _exit(4);
+    if (xp_connect(c, "127.0.0.1", port, &p, NULL)) _exit(4);
     static const uint64_t v = 7;
     wire_hdr h = a2f_hdr(1);
-    if (xp_send(p, &h, &v, sizeof v, NULL, NULL))
-        _exit(5);
+    if (xp_send(p, &h, &v, sizeof v, NULL, NULL)) _exit(5);
     uint64_t end = afd_now_ns() + 10000000000ull;
     while (afd_now_ns() < end)
         xp_wait(c, 100);
@@ -399,13 +398,11 @@ static void dying_peer(xp_errmode mode, int sig) {
     cr_assert_eq(write(pfd[1], &port, sizeof port), (ssize_t)sizeof port);
     close(pfd[1]);
     bool got = PUMP_UNTIL(&srv, NULL, srv.frames, 1, 5000);
-    if (!got)
-        kill(pid, SIGKILL);
+    if (!got) kill(pid, SIGKILL);
     cr_assert(got, "no frame from the child");
     /* stays up while the child lives (its heartbeats) */
     bool early = PUMP_UNTIL(&srv, NULL, srv.downs, 1, 800);
-    if (early)
-        kill(pid, SIGKILL);
+    if (early) kill(pid, SIGKILL);
     cr_assert_not(early, "down while alive: %s", srv.why[0]);
     uint64_t t0 = afd_now_ns();
     kill(pid, sig);
@@ -417,8 +414,8 @@ static void dying_peer(xp_errmode mode, int sig) {
     if (sig == SIGSTOP)
         cr_assert_eq(srv.reasons[0], XP_DOWN_TIMEOUT, "reason %s", xp_down_name(srv.reasons[0]));
     else
-        cr_assert(srv.reasons[0] == XP_DOWN_ERROR || srv.reasons[0] == XP_DOWN_TIMEOUT,
-                  "reason %s", xp_down_name(srv.reasons[0]));
+        cr_assert(srv.reasons[0] == XP_DOWN_ERROR || srv.reasons[0] == XP_DOWN_TIMEOUT, "reason %s",
+                  xp_down_name(srv.reasons[0]));
     /* the peer was last heard at most one heartbeat before the signal; the close of a silent
      * endpoint may take close_timeout_ms in mode NONE */
     double limit = o.peer_timeout_ms + o.close_timeout_ms + 200.0;
@@ -432,10 +429,18 @@ static void dying_peer(xp_errmode mode, int sig) {
     leak_check();
 }
 
-Test(xport, killed_peer_err_none) { dying_peer(XP_ERR_NONE, SIGKILL); }
-Test(xport, killed_peer_err_peer) { dying_peer(XP_ERR_PEER, SIGKILL); }
-Test(xport, stopped_peer_times_out_err_none) { dying_peer(XP_ERR_NONE, SIGSTOP); }
-Test(xport, stopped_peer_times_out_err_peer) { dying_peer(XP_ERR_PEER, SIGSTOP); }
+Test(xport, killed_peer_err_none) {
+    dying_peer(XP_ERR_NONE, SIGKILL);
+}
+Test(xport, killed_peer_err_peer) {
+    dying_peer(XP_ERR_PEER, SIGKILL);
+}
+Test(xport, stopped_peer_times_out_err_none) {
+    dying_peer(XP_ERR_NONE, SIGSTOP);
+}
+Test(xport, stopped_peer_times_out_err_peer) {
+    dying_peer(XP_ERR_PEER, SIGSTOP);
+}
 
 /* ---- many frames in flight ---- */
 
@@ -469,8 +474,7 @@ Test(xport, many_in_flight_from_registered_buffer) {
         h.mb = (uint16_t)(i % 3);
         cr_assert_eq(xp_send(p, &h, buf + off, len, slot_done, &slots[i]), 0, "send %d", i);
     }
-    cr_assert(PUMP_UNTIL(&srv, &cli, srv.frames, N + 1, 15000), "got %d of %d", srv.frames,
-              N + 1);
+    cr_assert(PUMP_UNTIL(&srv, &cli, srv.frames, N + 1, 15000), "got %d of %d", srv.frames, N + 1);
     int done = 0;
     for (uint64_t end = afd_now_ns() + 5000000000ull; done < N && afd_now_ns() < end;) {
         xp_progress(cli.c);
@@ -643,8 +647,12 @@ static void connect_nowhere(xp_errmode mode) {
     xp_free(cli.c);
 }
 
-Test(xport, connect_refused_err_none) { connect_nowhere(XP_ERR_NONE); }
-Test(xport, connect_refused_err_peer) { connect_nowhere(XP_ERR_PEER); }
+Test(xport, connect_refused_err_none) {
+    connect_nowhere(XP_ERR_NONE);
+}
+Test(xport, connect_refused_err_peer) {
+    connect_nowhere(XP_ERR_PEER);
+}
 
 Test(xport, bad_options) {
     xp_opts o = opts_for(XP_ERR_NONE);
@@ -695,9 +703,12 @@ static void raw_open(raw *r, int port) {
     ucp_am_handler_param_t hp = {.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID |
                                                UCP_AM_HANDLER_PARAM_FIELD_CB |
                                                UCP_AM_HANDLER_PARAM_FIELD_ARG,
-                                 .id = XP_AM_ID, .cb = raw_am, .arg = r};
+                                 .id = XP_AM_ID,
+                                 .cb = raw_am,
+                                 .arg = r};
     cr_assert_eq(ucp_worker_set_am_recv_handler(r->w, &hp), UCS_OK);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(0x7f000001)};
     ucp_ep_params_t ep = {.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR,
                           .flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER,
@@ -712,8 +723,7 @@ static void raw_close(raw *r) {
     while (UCS_PTR_IS_PTR(req) && ucp_request_check_status(req) == UCS_INPROGRESS &&
            afd_now_ns() < end)
         ucp_worker_progress(r->w);
-    if (UCS_PTR_IS_PTR(req))
-        ucp_request_free(req);
+    if (UCS_PTR_IS_PTR(req)) ucp_request_free(req);
     ucp_worker_destroy(r->w);
     ucp_cleanup(r->ctx);
 }
@@ -731,8 +741,7 @@ static void raw_send(raw *r, side *srv, const void *hdr, size_t hlen, const void
         ucp_worker_progress(r->w);
         xp_progress(srv->c);
     }
-    if (UCS_PTR_IS_PTR(req))
-        ucp_request_free(req);
+    if (UCS_PTR_IS_PTR(req)) ucp_request_free(req);
 }
 
 static bool raw_frames(void *arg) {
@@ -761,12 +770,10 @@ static void bad_frame(bad_kind kind, const char *why_has) {
     uint8_t *pl = calloc(1, len);
     wire_hdr h = a2f_hdr(5);
     h.payload_len = kind == BAD_LEN ? 100 : (uint32_t)len;
-    if (kind == BAD_TYPE)
-        h.type = 99;
+    if (kind == BAD_TYPE) h.type = 99;
     uint8_t hb[WIRE_HDR_SIZE];
     wire_hdr_encode(hb, &h);
-    if (kind == BAD_MAGIC)
-        hb[0] ^= 0xff;
+    if (kind == BAD_MAGIC) hb[0] ^= 0xff;
     raw_send(&r, &srv, hb, kind == BAD_HDR_SIZE ? 16 : sizeof hb, pl, len);
     cr_assert(pump(&srv, &good, raw_frames, (void *[]){&r, &srv}, 5000), "bad peer not dropped");
     cr_assert_eq(srv.reasons[0], XP_DOWN_BAD_FRAME, "reason %s", xp_down_name(srv.reasons[0]));
@@ -796,11 +803,21 @@ static void bad_frame(bad_kind kind, const char *why_has) {
     leak_check();
 }
 
-Test(xport, bad_magic_drops_only_that_peer) { bad_frame(BAD_MAGIC, "bad magic"); }
-Test(xport, payload_len_mismatch_drops_only_that_peer) { bad_frame(BAD_LEN, "payload_len 100"); }
-Test(xport, over_max_payload_drops_only_that_peer) { bad_frame(BAD_LIMIT, "over limit"); }
-Test(xport, short_header_drops_only_that_peer) { bad_frame(BAD_HDR_SIZE, "AM header of 16"); }
-Test(xport, unknown_type_drops_only_that_peer) { bad_frame(BAD_TYPE, "unknown frame type"); }
+Test(xport, bad_magic_drops_only_that_peer) {
+    bad_frame(BAD_MAGIC, "bad magic");
+}
+Test(xport, payload_len_mismatch_drops_only_that_peer) {
+    bad_frame(BAD_LEN, "payload_len 100");
+}
+Test(xport, over_max_payload_drops_only_that_peer) {
+    bad_frame(BAD_LIMIT, "over limit");
+}
+Test(xport, short_header_drops_only_that_peer) {
+    bad_frame(BAD_HDR_SIZE, "AM header of 16");
+}
+Test(xport, unknown_type_drops_only_that_peer) {
+    bad_frame(BAD_TYPE, "unknown frame type");
+}
 
 /* ---- libevent glue ---- */
 
@@ -813,8 +830,7 @@ typedef struct ev_check {
 static void ev_check_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     ev_check *k = arg;
-    if (k->cli->frames >= k->want)
-        event_base_loopbreak(k->base);
+    if (k->cli->frames >= k->want) event_base_loopbreak(k->base);
 }
 
 Test(xport, libevent_attach) {
@@ -869,8 +885,7 @@ static int accept_handshake_only(void *ud, xp_peer *p) {
     return on_accept(ud, p);
 }
 
-static int refuse_step_7(void *ud, xp_peer *p, const wire_hdr *h, const uint8_t *pl,
-                         size_t len) {
+static int refuse_step_7(void *ud, xp_peer *p, const wire_hdr *h, const uint8_t *pl, size_t len) {
     on_frame(ud, p, h, pl, len);
     return h->step == 7 ? AFD_E_FORMAT : 0;
 }
@@ -905,15 +920,12 @@ Test(xport, peer_limits_and_handler_refusal) {
     cr_assert(PUMP3_UNTIL(&srv, &a, &b, b.downs, 1, 5000));
     int bad = -1, refused = -1;
     for (int i = 0; i < 2; i++) {
-        if (srv.reasons[i] == XP_DOWN_BAD_FRAME)
-            bad = i;
-        if (srv.reasons[i] == XP_DOWN_REFUSED)
-            refused = i;
+        if (srv.reasons[i] == XP_DOWN_BAD_FRAME) bad = i;
+        if (srv.reasons[i] == XP_DOWN_REFUSED) refused = i;
     }
     cr_assert(bad >= 0 && refused >= 0, "reasons %s, %s", xp_down_name(srv.reasons[0]),
               xp_down_name(srv.reasons[1]));
-    cr_assert(strstr(srv.why[bad], "unknown frame type or type not accepted"), "%s",
-              srv.why[bad]);
+    cr_assert(strstr(srv.why[bad], "unknown frame type or type not accepted"), "%s", srv.why[bad]);
     cr_assert(strstr(srv.why[refused], "HELLO frame refused"), "%s", srv.why[refused]);
     /* frames seen: a's ERROR; b's steps 5, 6, 7 (7 refused after on_frame), none after */
     cr_assert_eq(srv.frames, 4, "frames %d", srv.frames);
@@ -964,8 +976,12 @@ static void last_word(xp_errmode mode) {
     }
 }
 
-Test(xport, last_frame_before_close_err_none) { last_word(XP_ERR_NONE); }
-Test(xport, last_frame_before_close_err_peer) { last_word(XP_ERR_PEER); }
+Test(xport, last_frame_before_close_err_none) {
+    last_word(XP_ERR_NONE);
+}
+Test(xport, last_frame_before_close_err_peer) {
+    last_word(XP_ERR_PEER);
+}
 
 /* ---- a handler that waits for its own sends (back-pressure through a nested progress) ---- */
 
@@ -1000,7 +1016,9 @@ static int bp_frame(void *ud, xp_peer *p, const wire_hdr *h, const uint8_t *pl, 
     return 0;
 }
 
-static int bp_accept(void *ud, xp_peer *p) { return on_accept(&((bp *)ud)->s, p); }
+static int bp_accept(void *ud, xp_peer *p) {
+    return on_accept(&((bp *)ud)->s, p);
+}
 static void bp_down(void *ud, xp_peer *p, int reason, const char *why) {
     on_down(&((bp *)ud)->s, p, reason, why);
 }
@@ -1009,31 +1027,25 @@ static void bp_down(void *ud, xp_peer *p, int reason, const char *why) {
  * intact. */
 static void child_sender(int rfd, int n) {
     int port = 0;
-    if (read(rfd, &port, sizeof port) != sizeof port)
-        _exit(2);
+    if (read(rfd, &port, sizeof port) != sizeof port) _exit(2);
     xp_opts o = opts_for(XP_ERR_NONE);
     side cli;
     memset(&cli, 0, sizeof cli);
-    if (xp_init(&cli.c, &o, &HANDLERS, &cli, NULL))
-        _exit(3);
+    if (xp_init(&cli.c, &o, &HANDLERS, &cli, NULL)) _exit(3);
     xp_peer *p;
-    if (xp_connect(cli.c, "127.0.0.1", port, &p, NULL))
-        _exit(4);
+    if (xp_connect(cli.c, "127.0.0.1", port, &p, NULL)) _exit(4);
     uint8_t *buf = malloc((size_t)n << 20);
     for (int i = 0; i < n; i++) {
         fill(buf + ((size_t)i << 20), 1u << 20, (uint64_t)i);
         wire_hdr h = a2f_hdr((uint64_t)i);
-        if (xp_send(p, &h, buf + ((size_t)i << 20), 1u << 20, NULL, NULL))
-            _exit(5);
+        if (xp_send(p, &h, buf + ((size_t)i << 20), 1u << 20, NULL, NULL)) _exit(5);
     }
     uint64_t end = afd_now_ns() + 10000000000ull;
     while (cli.frames < n && afd_now_ns() < end)
         xp_wait(cli.c, 10);
-    if (cli.frames < n)
-        _exit(6);
+    if (cli.frames < n) _exit(6);
     for (int i = 0; i < n; i++)
-        if (cli.log[i].sum != fnv(buf + ((size_t)i << 20), 1u << 20))
-            _exit(7);
+        if (cli.log[i].sum != fnv(buf + ((size_t)i << 20), 1u << 20)) _exit(7);
     xp_free(cli.c);
     _exit(0);
 }
@@ -1062,12 +1074,10 @@ Test(xport, handler_waits_for_its_sends) {
     close(pfd[1]);
     bool all = PUMP_UNTIL(&b.s, NULL, b.s.frames, N, 10000);
     int st = 0;
-    if (!all)
-        kill(pid, SIGKILL);
+    if (!all) kill(pid, SIGKILL);
     /* keep serving until the child has its last echo and exits */
     for (uint64_t end = afd_now_ns() + 10000000000ull; waitpid(pid, &st, WNOHANG) == 0;) {
-        if (afd_now_ns() > end)
-            kill(pid, SIGKILL);
+        if (afd_now_ns() > end) kill(pid, SIGKILL);
         xp_wait(b.s.c, 5);
     }
     cr_assert(all, "frames %d of %d", b.s.frames, N);
