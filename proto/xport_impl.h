@@ -82,6 +82,7 @@ struct xp_peer {
     bool flushing;
     bool told;              /* on_down has run: a zombie waiting for its endpoint close */
     ucs_status_t ep_status; /* endpoint error reported by UCX, acted on after progress */
+    bool bye_seen;          /* GOODBYE received while our own was draining */
     bool poisoned;          /* a bad frame is queued: later frames are ignored */
     int poison_reason;
     char poison_why[192];

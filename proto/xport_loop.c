@@ -107,7 +107,7 @@ static int reap_one(xp_ctx *c, xp_peer *p, uint64_t now, bool final) {
     if (p->state == XP_P_DRAIN) {
         /* we said GOODBYE: wait for the peer to close first (its disconnect makes ep_err move
          * us to DOWN), so that nothing we sent is still unread when our side goes away */
-        if (now < p->deadline_ns && !final) return 0;
+        if (!p->bye_seen && now < p->deadline_ns && !final) return 0;
         p->force = p->tx_inflight > 0;
         p->state = XP_P_DOWN;
     }

@@ -293,9 +293,12 @@ ucs_status_t xp_am_cb(void *arg, const void *hdr, size_t hlen, void *data, size_
         log_warn("xport: frame of %zu bytes from an unknown endpoint dropped", len);
         return UCS_OK;
     }
+    wire_hdr h;
+    if (p->state == XP_P_DRAIN && hlen == WIRE_HDR_SIZE &&
+        wire_hdr_decode(hdr, hlen, &p->lim, &h) == 0 && h.type == WIRE_T_GOODBYE)
+        p->bye_seen = true; /* both ends said GOODBYE: nobody waits for the other to close */
     if (p->state != XP_P_UP || p->poisoned)
         return UCS_OK; /* closing, or after a bad frame: dropped */
-    wire_hdr h;
     if (frame_check(p, hdr, hlen, len, &h)) {
         c->st.bad_frames++;
         return UCS_OK;

@@ -1086,3 +1086,24 @@ Test(xport, handler_waits_for_its_sends) {
     xp_free(b.s.c); /* also unmaps the arena */
     leak_check();
 }
+
+Test(xport, both_ends_close_at_once) {
+    xp_opts o = opts_for(XP_ERR_NONE);
+    o.close_timeout_ms = 3000; /* the test fails if either end waits for it */
+    side srv, cli;
+    side_init(&srv, "server", &o);
+    side_init(&cli, "client", &o);
+    xp_peer *p = connect_ready(&srv, &cli);
+    cr_assert_eq(srv.accepts, 1);
+    uint64_t t0 = afd_now_ns();
+    xp_peer_close(p, "client leaves");
+    xp_peer_close(srv.accepted[0], "server leaves");
+    cr_assert(PUMP_UNTIL(&srv, &cli, cli.downs, 1, 5000));
+    cr_assert(PUMP_UNTIL(&srv, &cli, srv.downs, 1, 5000));
+    double ms = (double)(afd_now_ns() - t0) / 1e6;
+    cr_assert_eq(cli.reasons[0], XP_DOWN_CLOSED, "%s", xp_down_name(cli.reasons[0]));
+    cr_assert_eq(srv.reasons[0], XP_DOWN_CLOSED, "%s", xp_down_name(srv.reasons[0]));
+    cr_assert_lt(ms, 1000.0, "closing took %.0f ms", ms);
+    xp_free(cli.c);
+    xp_free(srv.c);
+}
