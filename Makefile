@@ -57,6 +57,8 @@ $(eval $(call BINARY,afd-bench,bench))
 # is repeated after those objects, which the link line puts after it.
 $(BUILD)/bin/afd-bench: $(addprefix $(BUILD)/obj/tools/plan/,profile.o jget.o fit.o)
 $(BUILD)/bin/afd-bench: LDLIBS := $(LIBCOMMON) $(LDLIBS)
+# afd-bench decode drives attnd's pipeline in-process
+$(BUILD)/bin/afd-bench: $(BUILD)/lib/libattnd.a
 $(eval $(call BINARY,afd-plan,tools/plan))
 # A daemon directory: everything but main.c goes into build/lib/lib<dir>.a, which its unit
 # tests (tests/unit/<dir>/) link too, so they can test the daemon's modules directly.
@@ -142,7 +144,8 @@ bench: $(BUILD)/bin/afd-bench
 FUZZ_BASE := common/base/err.c common/base/alloc.c
 FUZZ_safetensors_SRC := common/model/safetensors.c common/model/tensor.c $(FUZZ_BASE)
 FUZZ_wire_SRC := proto/wire.c $(FUZZ_BASE)
-FUZZ_TARGETS := safetensors $(if $(wildcard proto/wire.c tests/fuzz/fuzz_wire.c),wire)
+FUZZ_ctrl_SRC := proto/ctrl.c proto/wire.c $(FUZZ_BASE)
+FUZZ_TARGETS := safetensors $(if $(wildcard proto/wire.c tests/fuzz/fuzz_wire.c),wire) ctrl
 FUZZ_SECONDS ?= 15
 .PHONY: fuzz fuzz-smoke
 fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)

@@ -13,6 +13,8 @@
 #include <stdint.h>
 
 int bench_kernels(int argc, char **argv);
+/* bench/decode.c: AFD pipeline vs single process decode throughput (issue 4's figures). */
+int bench_decode(int argc, char **argv);
 /* bench/link.c: A2F+F2A round trip through ffnd vs a bare UCP ping-pong (link_raw.c). */
 int bench_link(int argc, char **argv);
 /* bench/profile.c: the afd-profile v1 file afd-plan reads (docs/planning.md §4). */

@@ -21,6 +21,9 @@ static const bench_cmd commands[] = {
     {"kernels", bench_kernels,
      "CPU math kernels against this machine's roofline (bandwidth, FMA/AMX peak): matmul at\n"
      "                batch 1/8/64 in BF16 and FP8, paged attention over 1K-32K tokens"},
+    {"decode", bench_decode,
+     "decode tokens/s and step time: AFD pipeline (attention here, ffnd over UCX) with m = 1\n"
+     "                and m = 3 micro-batches vs the single-process engine, batch 1-64"},
     {"link", bench_link,
      "A2F+F2A round trip of one micro-batch through ffnd (--wire-only) against a bare UCP\n"
      "                ping-pong of the same bytes, shared memory and TCP (docs/benchmarks.md)"},
@@ -41,6 +44,7 @@ static void usage(FILE *out) {
                  "  afd-bench kernels --isa avx2 --threads 1\n"
                  "  afd-bench kernels --quick | tail -1 | jq .matmul_b1_bf16_frac\n"
                  "  afd-bench link --quick | tail -1 | jq .link_ratio_shm\n"
+                 "  afd-bench decode --model build/models/mini | tail -1\n"
                  "  afd-bench profile --model build/models/tiny --quick --out /tmp/p.json\n");
 }
 
