@@ -138,8 +138,9 @@ int afd_step_begin(afd_engine *e, afd_runstate *rs, const afd_fwd_batch *b) {
         if (b->seqs[s]->n_blocks > mb)
             mb = b->seqs[s]->n_blocks;
     for (int s = 0; s < b->n_seq; s++)
-        memcpy(rs->seq_blocks + (size_t)s * mb, b->seqs[s]->blocks,
-               (size_t)b->seqs[s]->n_blocks * sizeof(int32_t));
+        if (b->seqs[s]->n_blocks > 0) /* a sequence with no blocks yet has no table */
+            memcpy(rs->seq_blocks + (size_t)s * mb, b->seqs[s]->blocks,
+                   (size_t)b->seqs[s]->n_blocks * sizeof(int32_t));
     rs->ab = (afd_attn_batch){.n_tok = b->n_tok, .tok_seq = rs->tok_seq, .tok_ctx = rs->tok_ctx,
                               .n_seq = b->n_seq, .max_blocks = mb, .seq_blocks = rs->seq_blocks};
     return afd_be_embed(e->be, rs->x, &e->w->embed, rs->tokens, b->n_tok);
