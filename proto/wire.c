@@ -57,6 +57,9 @@ static const type_rule *rule_of(unsigned type) {
     return type < N_RULES && RULES[type].name ? &RULES[type] : NULL;
 }
 
+/* Control-plane types (proto/ctrl.h): accepted only where the limits enable them. */
+static const type_rule CTRL_RULE = {"CTRL", 0, false, false, 0, UINT32_MAX};
+
 /* ---- names ---- */
 
 const char *wire_strerror(int rc) {
@@ -184,7 +187,8 @@ int wire_hdr_decode(const uint8_t *buf, size_t len, const wire_limits *lim, wire
     if (len < WIRE_HDR_SIZE) return WIRE_E_TRUNC;
     if (get32(buf) != WIRE_MAGIC) return WIRE_E_MAGIC;
     if (buf[4] < WIRE_VERSION_MIN || buf[4] > WIRE_VERSION_MAX) return WIRE_E_VERSION;
-    const type_rule *r = rule_of(buf[5]);
+    bool ctrl = buf[5] >= WIRE_T_CTRL_FIRST && buf[5] <= WIRE_T_CTRL_LAST;
+    const type_rule *r = ctrl ? &CTRL_RULE : rule_of(buf[5]);
     if (!r || buf[5] >= 64 || !(lim->types & WIRE_TYPE_BIT(buf[5]))) return WIRE_E_TYPE;
     wire_hdr tmp;
     hdr_read(buf, &tmp);

@@ -39,8 +39,10 @@
 #define WIRE_ALIGN       8      /* payload alignment the views require */
 #define WIRE_LAYER_NONE  0xffff /* header layer of frames that are not about a layer */
 
-/* Frame types. 16..63 are reserved for the control plane (router <-> attnd); 8..15 and 64..255
- * are unassigned. Decoding rejects every type this build does not know (WIRE_E_TYPE). */
+/* Frame types. 16..63 are the control plane (router <-> attnd, proto/ctrl.h): no flags, no
+ * tokens, no layer, payloads up to max_payload, accepted only when the caller's limits.types
+ * enables them (no default limits do). 8..15 and 64..255 are unassigned. Decoding rejects
+ * every type this build does not know (WIRE_E_TYPE). */
 enum {
     WIRE_T_HELLO = 1,
     WIRE_T_HELLO_ACK = 2,
