@@ -24,7 +24,8 @@ typedef struct fc_slot {
     int sends_pending;  /* send completions outstanding (the buffer is busy until 0) */
     int answered;       /* shards that answered */
     uint8_t *got;       /* [n_shards] answered flags */
-    float **part;       /* [n_shards][max_tok * hidden] partial sums */
+    xp_frame **kept;    /* [n_shards] the answers, kept in the transport's receive buffers */
+    wire_f2a *view;     /* [n_shards] their validated views */
 } fc_slot;
 
 typedef struct fc_shard {
@@ -141,17 +142,36 @@ static fc_slot *slot_of(fc_group *g, const wire_hdr *h) {
     return NULL;
 }
 
-/* The shard's partial, decoded to fp32 exactly as the single-process engine rounds it. */
-static void decode_partial(float *dst, const wire_f2a *v, uint32_t hidden) {
+/* out (+)= a shard's partial decoded to fp32, exactly as the single-process engine rounds it:
+ * the first shard's is stored, the others added (fixed shard order). One pass over the wire
+ * bytes, straight from the transport's receive buffer. */
+static void accumulate(float *restrict out, const wire_f2a *v, uint32_t hidden, bool first) {
     size_t n = (size_t)v->n_tok * hidden;
     if (v->dtype == WIRE_DT_BF16) {
-        afd_bf16_to_f32_n(dst, v->bf16, n);
+        const uint16_t *b = v->bf16;
+        if (first)
+            afd_bf16_to_f32_n(out, b, n);
+        else
+            for (size_t i = 0; i < n; i++)
+                out[i] += afd_bf16_to_f32(b[i]);
     } else if (v->dtype == WIRE_DT_E4M3) {
         size_t gsz = hidden / v->groups;
-        for (size_t i = 0; i < n; i++)
-            dst[i] = afd_e4m3_to_f32(v->q[i]) * v->scales[i / gsz];
+        for (size_t i = 0; i < n; i++) {
+            float y = afd_e4m3_to_f32(v->q[i]) * v->scales[i / gsz];
+            out[i] = first ? y : out[i] + y;
+        }
+    } else if (first) {
+        memcpy(out, v->f32, n * sizeof(float));
     } else {
-        memcpy(dst, v->f32, n * sizeof(float));
+        for (size_t i = 0; i < n; i++)
+            out[i] += v->f32[i];
+    }
+}
+
+static void release_kept(fc_group *g, fc_slot *s) {
+    for (int j = 0; j < g->o.n_shards; j++) {
+        xp_frame_release(g->xp, s->kept[j]);
+        s->kept[j] = NULL;
     }
 }
 
@@ -170,7 +190,12 @@ static int on_f2a(fc_group *g, fc_shard *sh, const wire_hdr *h, const uint8_t *p
         group_break(g, "shard %s: F2A for nothing in flight (%s)", xp_peer_name(sh->peer), what);
         return -1;
     }
-    decode_partial(s->part[sh->index], &v, g->o.dims.hidden);
+    s->kept[sh->index] = xp_frame_keep(sh->peer);
+    if (!s->kept[sh->index]) {
+        group_break(g, "shard %s: %s", xp_peer_name(sh->peer), "F2A payload could not be kept");
+        return -1;
+    }
+    s->view[sh->index] = v;
     s->got[sh->index] = 1;
     s->answered++;
     g->st.f2a_bytes += len;
@@ -264,19 +289,16 @@ static int alloc_slots(fc_group *g, afd_err *err) {
     if (cap == SIZE_MAX)
         return afd_errf(err, -EINVAL, "ffn client: inconsistent dims (hidden %u, top_k %u)",
                         o->dims.hidden, o->dims.top_k);
-    size_t part = (size_t)o->max_tok * o->dims.hidden * sizeof(float);
     g->slots = xcalloc((size_t)o->slots, sizeof *g->slots);
     for (int i = 0; i < o->slots; i++) {
         fc_slot *s = &g->slots[i];
         s->a2f = xp_mem_alloc(g->xp, cap);
         s->got = xcalloc((size_t)o->n_shards, 1);
-        s->part = xcalloc((size_t)o->n_shards, sizeof *s->part);
-        for (int j = 0; j < o->n_shards && s->a2f; j++)
-            s->part[j] = afd_try_alloc(part);
-        for (int j = 0; j < o->n_shards; j++)
-            if (!s->a2f || !s->part[j])
-                return afd_errf(err, -ENOMEM, "ffn client: %d slots of %zu + %d x %zu bytes",
-                                o->slots, cap, o->n_shards, part);
+        s->kept = xcalloc((size_t)o->n_shards, sizeof *s->kept);
+        s->view = xcalloc((size_t)o->n_shards, sizeof *s->view);
+        if (!s->a2f)
+            return afd_errf(err, -ENOMEM, "ffn client: %d registered A2F buffers of %zu bytes",
+                            o->slots, cap);
     }
     return 0;
 }
@@ -319,7 +341,7 @@ int fc_open(fc_group **out, const fc_opts *o, afd_err *err) {
     xo.heartbeat_ms = o->heartbeat_ms;
     xo.peer_timeout_ms = o->peer_timeout_ms;
     xo.rx_buf_size = wire_f2a_size_dt(&o->dims, o->max_tok, o->dims.f2a_dtype);
-    xo.rx_bufs = o->slots * o->n_shards;
+    xo.rx_bufs = o->slots * o->n_shards + 2; /* every slot's answers may be kept at once */
     xp_handlers hd = {.on_accept = on_accept, .on_frame = on_frame, .on_down = on_down};
     if ((rc = xp_init(&g->xp, &xo, &hd, g, err)) || (rc = alloc_slots(g, err)))
         goto fail;
@@ -358,11 +380,14 @@ static bool sends_pending(const fc_group *g) {
 static void free_slots(fc_group *g, bool release_buffers) {
     for (int i = 0; g->slots && i < g->o.slots; i++) {
         fc_slot *s = &g->slots[i];
-        if (s->a2f && release_buffers)
-            xp_mem_free(g->xp, s->a2f);
-        for (int j = 0; s->part && j < g->o.n_shards; j++)
-            free(s->part[j]);
-        free(s->part);
+        if (release_buffers) {
+            if (s->a2f)
+                xp_mem_free(g->xp, s->a2f);
+            if (s->kept)
+                release_kept(g, s);
+        } /* else xp_free has taken back the kept frames and the registered buffers */
+        free(s->kept);
+        free(s->view);
         free(s->got);
     }
     free(g->slots);
@@ -456,19 +481,17 @@ int fc_ready(fc_group *g, int slot) {
 int fc_take(fc_group *g, int slot, float *out) {
     int rc = fc_ready(g, slot);
     if (rc <= 0) {
-        if (rc < 0 && slot >= 0 && slot < g->o.slots)
+        if (rc < 0 && slot >= 0 && slot < g->o.slots) {
+            release_kept(g, &g->slots[slot]);
             g->slots[slot].state = SLOT_FREE;
+        }
         return rc ? rc : -EAGAIN;
     }
     fc_slot *s = &g->slots[slot];
-    size_t n = (size_t)s->n_tok * g->o.dims.hidden;
     /* (p0 + p1) + p2 ...: a one-shard group gives its partial exactly */
-    memcpy(out, s->part[0], n * sizeof(float));
-    for (int j = 1; j < g->o.n_shards; j++) {
-        const float *p = s->part[j];
-        for (size_t i = 0; i < n; i++)
-            out[i] += p[i];
-    }
+    for (int j = 0; j < g->o.n_shards; j++)
+        accumulate(out, &s->view[j], g->o.dims.hidden, j == 0);
+    release_kept(g, s);
     s->state = SLOT_FREE;
     return 0;
 }

@@ -127,6 +127,14 @@ void xp_mem_free(xp_ctx *c, void *p); /* p from xp_mem_alloc of c, or NULL; no s
  * on_down(XP_DOWN_CLOSED, why) follows from xp_progress. Frames that arrive meanwhile are
  * dropped. Idempotent; a peer already going down keeps its first reason. */
 void xp_peer_close(xp_peer *p, const char *why);
+/* Inside on_frame only: keeps the frame's payload (the pointer on_frame got) valid after the
+ * handler returns, until xp_frame_release (or, at the latest, xp_free), so a consumer can
+ * read it in place later instead of copying it out inside the callback. A kept rendezvous
+ * payload holds its registered receive buffer meanwhile: size rx_bufs for what may be kept.
+ * Returns the handle, or NULL outside on_frame (or if already kept). */
+typedef struct xp_frame xp_frame;
+xp_frame *xp_frame_keep(xp_peer *p);
+void xp_frame_release(xp_ctx *c, xp_frame *f); /* NULL is a no-op */
 void xp_peer_set_ud(xp_peer *p, void *ud);
 void *xp_peer_ud(const xp_peer *p);
 /* "127.0.0.1:41234": the address connected to, or the client's address for accepted peers. */

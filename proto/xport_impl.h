@@ -62,6 +62,7 @@ typedef struct xp_rx {
     void *req;
     int status;
     bool done;
+    bool kept;     /* the user kept it past on_frame (xp_frame_keep) */
 } xp_rx;
 
 typedef struct xp_region {
@@ -119,6 +120,7 @@ struct xp_ctx {
     ucp_mem_h rx_memh;
     int *rx_stack, rx_top; /* free registered buffer indices */
     int rx_ready;          /* entries completed since the last delivery pass */
+    xp_rx *cur_rx;         /* the entry being delivered (on_frame), for xp_frame_keep */
     xp_region *regions;
     /* timers */
     uint64_t tick_ns, next_tick_ns;

@@ -40,6 +40,7 @@ static xp_rx *rx_get(xp_ctx *c) {
     rx->heap = false;
     rx->status = 0;
     rx->done = false;
+    rx->kept = false;
     return rx;
 }
 
@@ -186,12 +187,32 @@ static int rxq_flush(xp_peer *p) {
         else if (rx->status)
             xp_peer_down(p, XP_DOWN_ERROR, XP_CLOSE_FORCE, "rendezvous receive failed: %s",
                          afd_strerror(rx->status));
-        else
+        else {
+            p->c->cur_rx = rx;
             deliver(p, &rx->h, rx->buf, rx->len);
-        rx_put(p->c, rx);
+            p->c->cur_rx = NULL;
+        }
+        if (!rx->kept)
+            rx_put(p->c, rx);
         n++;
     }
     return n;
+}
+
+xp_frame *xp_frame_keep(xp_peer *p) {
+    xp_rx *rx = p->c->cur_rx;
+    if (!rx || rx->peer != p || rx->kept)
+        return NULL;
+    rx->kept = true;
+    return (xp_frame *)rx;
+}
+
+void xp_frame_release(xp_ctx *c, xp_frame *f) {
+    xp_rx *rx = (xp_rx *)f;
+    if (!rx || !rx->kept)
+        return;
+    rx->kept = false;
+    rx_put(c, rx);
 }
 
 int xp_rx_deliver(xp_ctx *c) {
