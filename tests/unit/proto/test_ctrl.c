@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "proto/ctrl.h"
+#include "proto/xport.h"
 
 /* ---- buffers and helpers ---- */
 
@@ -1105,4 +1106,142 @@ Test(ctrl_names, checksum) {
     cr_assert_eq(ctrl_kv_checksum(CTRL_CHECKSUM_INIT, "foobar", 6), 0x85944171f73967e8ull);
     uint64_t h = ctrl_kv_checksum(CTRL_CHECKSUM_INIT, "foo", 3);
     cr_assert_eq(ctrl_kv_checksum(h, "bar", 3), 0x85944171f73967e8ull, "streaming");
+}
+
+/* ---- over the transport: a router end and an attnd end on 127.0.0.1 ---- */
+
+/* One end: its context, the control types it takes, and what it saw. */
+typedef struct ctl_end {
+    xp_ctx *c;
+    uint64_t types;
+    int frames, downs, down_reason, decode_rc;
+    wire_hdr last;
+    uint32_t prompt_last; /* SUBMIT / PREFILL: the last prompt id, read in on_frame */
+    char req_id[CTRL_REQ_ID_MAX + 1];
+    uint32_t ack_reason;
+} ctl_end;
+
+static _Alignas(8) uint8_t ACK_BUF[64]; /* the attnd's reply: lives until on_down */
+
+static void ctl_limits(xp_peer *p, uint64_t types) {
+    wire_limits wl;
+    ctrl_wire_limits(NULL, types, &wl);
+    xp_peer_set_limits(p, &wl);
+}
+
+static int ce_accept(void *ud, xp_peer *p) {
+    ctl_limits(p, ((ctl_end *)ud)->types);
+    return 0;
+}
+
+/* The attnd answers SUBMIT and PREFILL with a SUBMIT_ACK carrying the request number. */
+static void ce_answer(xp_peer *p, const wire_hdr *h, uint64_t seq_id) {
+    ctrl_status ack = {.seq_id = seq_id};
+    size_t n;
+    cr_assert_eq(ctrl_submit_ack_encode(ACK_BUF, sizeof ACK_BUF, &ack, &n), 0);
+    wire_hdr r = ctrl_hdr(WIRE_T_CTRL_SUBMIT_ACK, 2, h->step);
+    cr_assert_eq(xp_send(p, &r, ACK_BUF, n, NULL, NULL), 0);
+}
+
+static int ce_frame(void *ud, xp_peer *p, const wire_hdr *h, const uint8_t *pl, size_t len) {
+    ctl_end *e = ud;
+    static ctrl_msg m;
+    e->frames++;
+    e->last = *h;
+    e->decode_rc = ctrl_decode(h, pl, len, NULL, &m);
+    if (e->decode_rc) return e->decode_rc; /* drops the peer */
+    if (m.type == WIRE_T_CTRL_SUBMIT || m.type == WIRE_T_CTRL_PREFILL) {
+        const ctrl_submit *s = m.type == WIRE_T_CTRL_SUBMIT ? &m.u.submit : &m.u.prefill.sub;
+        e->prompt_last = s->prompt[s->n_prompt - 1];
+        strcpy(e->req_id, s->req_id);
+        ce_answer(p, h, s->seq_id);
+    }
+    if (m.type == WIRE_T_CTRL_SUBMIT_ACK) e->ack_reason = m.u.submit_ack.reason;
+    return 0;
+}
+
+static void ce_down(void *ud, xp_peer *p, int reason, const char *why) {
+    ctl_end *e = ud;
+    e->downs++;
+    e->down_reason = reason;
+}
+
+static const xp_handlers CE_HANDLERS = {ce_accept, ce_frame, ce_down};
+
+static void ce_init(ctl_end *e, uint64_t types) {
+    memset(e, 0, sizeof *e);
+    e->types = types;
+    xp_opts o;
+    xp_opts_default(&o);
+    o.ucx_net_devices = "lo";
+    o.close_timeout_ms = 300;
+    afd_err err = {0};
+    int rc = xp_init(&e->c, &o, &CE_HANDLERS, e, &err);
+    cr_assert_eq(rc, 0, "xp_init: %d %s", rc, err.msg);
+}
+
+/* Progresses both ends until *v >= want or 5 s pass. */
+static bool ce_pump(ctl_end *a, ctl_end *b, const int *v, int want) {
+    for (int i = 0; i < 500000 && *v < want; i++)
+        if (xp_progress(a->c) + xp_progress(b->c) == 0) xp_wait(a->c, 1);
+    return *v >= want;
+}
+
+static void ctl_env(void) {
+    setenv("UCX_NET_DEVICES", "lo", 1);
+}
+
+TestSuite(ctrl_xport, .init = ctl_env, .timeout = 30);
+
+Test(ctrl_xport, submit_ack_and_refused_type) {
+    ctl_end attnd, router;
+    ce_init(&attnd, CTRL_TYPES_TO_ATTND);
+    ce_init(&router, CTRL_TYPES_TO_ROUTER);
+    int port = 0;
+    afd_err err = {0};
+    cr_assert_eq(xp_listen(attnd.c, "127.0.0.1", 0, &port, &err), 0, "%s", err.msg);
+    xp_peer *p = NULL;
+    cr_assert_eq(xp_connect(router.c, "127.0.0.1", port, &p, &err), 0, "%s", err.msg);
+    ctl_limits(p, router.types);
+
+    /* a small SUBMIT (eager), then a PREFILL with the largest prompt (rendezvous) */
+    static uint32_t prompt[131072], ids[8192];
+    for (uint32_t i = 0; i < 131072; i++)
+        prompt[i] = i;
+    ctrl_submit s = submit();
+    size_t n;
+    cr_assert_eq(ctrl_submit_encode(BUF, sizeof BUF, &s, &n), 0);
+    wire_hdr h = ctrl_hdr(WIRE_T_CTRL_SUBMIT, 1, 1001);
+    cr_assert_eq(xp_send(p, &h, BUF, n, NULL, NULL), 0);
+    cr_assert(ce_pump(&attnd, &router, &router.frames, 1), "no SUBMIT_ACK");
+    cr_assert_eq(attnd.decode_rc, 0, "%s", wire_strerror(attnd.decode_rc));
+    cr_assert_str_eq(attnd.req_id, "req-abc-123");
+    cr_assert_eq(attnd.prompt_last, 400u);
+    cr_assert_eq(router.decode_rc, 0);
+    cr_assert_eq(router.last.type, WIRE_T_CTRL_SUBMIT_ACK);
+    cr_assert_eq(router.last.step, 1001u, "the reply carries the request number");
+
+    ctrl_prefill pf = prefill();
+    pf.sub.n_prompt = 131072;
+    pf.sub.prompt = prompt;
+    pf.r.n_blocks = 8192;
+    pf.r.block_ids = ids;
+    cr_assert_eq(ctrl_prefill_encode(RE, sizeof RE, &pf, &n), 0);
+    h = ctrl_hdr(WIRE_T_CTRL_PREFILL, 1, 1002);
+    cr_assert_eq(xp_send(p, &h, RE, n, NULL, NULL), 0);
+    cr_assert(ce_pump(&attnd, &router, &router.frames, 2), "no answer to PREFILL");
+    cr_assert_eq(attnd.prompt_last, 131071u);
+    cr_assert_eq(router.last.step, 1002u);
+
+    /* TOKENS is not something an attnd takes: the header drops the peer */
+    ctrl_tokens t = tokens();
+    cr_assert_eq(ctrl_tokens_encode(PATCH, sizeof PATCH, &t, &n), 0);
+    h = ctrl_hdr(WIRE_T_CTRL_TOKENS, 1, 1003);
+    cr_assert_eq(xp_send(p, &h, PATCH, n, NULL, NULL), 0);
+    cr_assert(ce_pump(&attnd, &router, &attnd.downs, 1), "attnd kept a peer sending TOKENS");
+    cr_assert_eq(attnd.down_reason, XP_DOWN_BAD_FRAME, "%s", xp_down_name(attnd.down_reason));
+    cr_assert_eq(attnd.frames, 2, "the TOKENS frame reached on_frame");
+    cr_assert(ce_pump(&attnd, &router, &router.downs, 1), "router did not see the drop");
+    xp_free(router.c);
+    xp_free(attnd.c);
 }
