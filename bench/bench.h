@@ -40,4 +40,16 @@ typedef struct raw_link_opts {
 } raw_link_opts;
 int raw_link_pingpong(const raw_link_opts *o, double *us);
 
+/* An ffnd process for a benchmark (bench/ffnd_proc.c): BUILD/bin/ffnd on 127.0.0.1 with
+ * ephemeral ports, one thread, plus `extra` flags (NULL-terminated); it dies with the
+ * benchmark. 0 once its data port is known, or negative (-EIO: it exited; -ETIMEDOUT). */
+typedef struct bench_ffnd {
+    int pid;
+    int port;
+    char port_file[128];
+} bench_ffnd;
+int bench_ffnd_start(const char *build, const char *model, const char *const *extra,
+                     bench_ffnd *p);
+void bench_ffnd_stop(bench_ffnd *p); /* SIGTERM (drain) and wait */
+
 #endif

@@ -9,13 +9,10 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "attnd/pipeline.h"
@@ -114,50 +111,6 @@ static int decode(runner *r, int batch, int context, int steps, float *logits, r
     return rc < 0 ? rc : 0;
 }
 
-/* ---- ffnd ------------------------------------------------------------------------------- */
-
-typedef struct proc {
-    pid_t pid;
-    int port;
-    char port_file[600];
-} proc;
-
-static int ffnd_up(const dopts *o, proc *p) {
-    char bin[600];
-    snprintf(bin, sizeof bin, "%s/bin/ffnd", o->build);
-    snprintf(p->port_file, sizeof p->port_file, "/tmp/afd-bench-decode-%d.ports", (int)getpid());
-    unlink(p->port_file);
-    const char *argv[] = {bin, "--model", o->model, "--listen-port", "0", "--admin-port", "0",
-                          "--port-file", p->port_file, "--threads", "1", "--max-tokens", "1024",
-                          "--log-level", "warn", NULL};
-    p->pid = fork();
-    if (p->pid < 0)
-        return -errno;
-    if (p->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    for (int i = 0; i < 3000; i++) {
-        FILE *f = fopen(p->port_file, "r");
-        int ok = f ? fscanf(f, "{\"data_port\": %d", &p->port) : 0;
-        if (f)
-            fclose(f);
-        if (ok == 1)
-            return 0;
-        if (waitpid(p->pid, NULL, WNOHANG) == p->pid)
-            return -EIO;
-        usleep(20000);
-    }
-    return -ETIMEDOUT;
-}
-
-static void ffnd_down(proc *p) {
-    kill(p->pid, SIGTERM);
-    waitpid(p->pid, NULL, 0);
-    unlink(p->port_file);
-}
-
 /* ---- one configuration -------------------------------------------------------------------- */
 
 static int runner_open(runner *r, const dopts *o, int threads, bool afd, int batch, afd_err *err) {
@@ -197,7 +150,7 @@ static void runner_close(runner *r) {
     afd_backend_free(r->be);
 }
 
-static int run_one(const dopts *o, int batch, int m, const proc *ff, result *res) {
+static int run_one(const dopts *o, int batch, int m, const bench_ffnd *ff, result *res) {
     runner r;
     afd_err err = {0};
     fc_group *g = NULL;
@@ -305,8 +258,9 @@ int bench_decode(int argc, char **argv) {
     }
     if (!getenv("UCX_NET_DEVICES"))
         setenv("UCX_NET_DEVICES", "lo", 1);
-    proc ff;
-    if ((rc = ffnd_up(&o, &ff))) {
+    bench_ffnd ff;
+    const char *extra[] = {"--max-tokens", "1024", NULL};
+    if ((rc = bench_ffnd_start(o.build, o.model, extra, &ff))) {
         fprintf(stderr, "afd-bench decode: ffnd did not start (%s)\n", afd_strerror(rc));
         return 1;
     }
@@ -327,7 +281,7 @@ int bench_decode(int argc, char **argv) {
         if (!rc && bi == o.n_batches - 1)
             gain = R[2].tps / R[1].tps, vs = R[2].tps / R[0].tps;
     }
-    ffnd_down(&ff);
+    bench_ffnd_stop(&ff);
     if (rc)
         return 1;
     printf("{\"pipeline_gain\": %.3f, \"afd_vs_single\": %.3f, \"batch\": %d, \"context\": %d}\n",

@@ -5,13 +5,10 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench/bench.h"
@@ -86,51 +83,6 @@ static int make_model(const lopts *o, const shape *sh, char *dir, size_t n) {
     return system(cmd) == 0 ? 0 : -EIO;
 }
 
-typedef struct ffnd_proc {
-    pid_t pid;
-    int port;
-    char port_file[600];
-} ffnd_proc;
-
-static int ffnd_start(const lopts *o, const char *model, ffnd_proc *p) {
-    char bin[600];
-    snprintf(bin, sizeof bin, "%s/bin/ffnd", o->build);
-    snprintf(p->port_file, sizeof p->port_file, "%s.ports.%d", model, (int)getpid());
-    unlink(p->port_file);
-    const char *argv[] = {bin, "--model", model, "--wire-only", "--listen-port", "0",
-                          "--admin-port", "0", "--port-file", p->port_file, "--threads", "1",
-                          "--max-tokens", "256", "--log-level", "warn", NULL};
-    p->pid = fork();
-    if (p->pid < 0)
-        return -errno;
-    if (p->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the benchmark */
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    int64_t deadline = (int64_t)afd_now_ns() + 30000000000ll;
-    while ((int64_t)afd_now_ns() < deadline) {
-        FILE *f = fopen(p->port_file, "r");
-        int ok = f ? fscanf(f, "{\"data_port\": %d", &p->port) : 0;
-        if (f)
-            fclose(f);
-        if (ok == 1)
-            return 0;
-        if (waitpid(p->pid, NULL, WNOHANG) == p->pid)
-            return -EIO;
-        usleep(20000);
-    }
-    kill(p->pid, SIGKILL);
-    waitpid(p->pid, NULL, 0);
-    return -ETIMEDOUT;
-}
-
-static void ffnd_stop(ffnd_proc *p) {
-    kill(p->pid, SIGTERM);
-    waitpid(p->pid, NULL, 0);
-    unlink(p->port_file);
-}
-
 /* Round trips through ffnd; us[iters]. */
 static int afd_rounds(const lopts *o, const char *model, const shape *sh, const mode *m,
                       double *us, double *take_us, size_t *a2f, size_t *f2a) {
@@ -144,8 +96,9 @@ static int afd_rounds(const lopts *o, const char *model, const shape *sh, const 
         fprintf(stderr, "link: %s\n", err.msg);
         return rc;
     }
-    ffnd_proc p;
-    if ((rc = ffnd_start(o, model, &p))) {
+    bench_ffnd p;
+    const char *extra[] = {"--wire-only", "--max-tokens", "256", NULL};
+    if ((rc = bench_ffnd_start(o->build, model, extra, &p))) {
         st_set_free(set);
         fprintf(stderr, "link: ffnd did not start (%s)\n", afd_strerror(rc));
         return rc;
@@ -168,7 +121,7 @@ static int afd_rounds(const lopts *o, const char *model, const shape *sh, const 
     fc_group *g = NULL;
     if ((rc = fc_open(&g, &fo, &err))) {
         fprintf(stderr, "link: %s\n", err.msg);
-        ffnd_stop(&p);
+        bench_ffnd_stop(&p);
         return rc;
     }
     float *out = xmalloc((size_t)sh->tokens * (size_t)sh->hidden * sizeof(float));
@@ -196,7 +149,7 @@ static int afd_rounds(const lopts *o, const char *model, const shape *sh, const 
     (void)m;
     free(out);
     fc_close(g);
-    ffnd_stop(&p);
+    bench_ffnd_stop(&p);
     return rc;
 }
 
