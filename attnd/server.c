@@ -1,0 +1,723 @@
+/* server.c: attnd's loop: control-plane peers (routers), sequences, steps, LOAD, drain.
+ *
+ * The loop alternates one scheduler step (a forward pass through the AFD pipeline, which drives
+ * the FFN group's transport itself) with a non-blocking pass over the control plane; when no
+ * sequence runs it sleeps in libevent until a frame, a signal or the tick timer. Tokens go back
+ * as they are sampled (one TOKENS frame per token, then one with the finish and the usage).
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "attnd/attnd.h"
+#include "attnd/pipeline.h"
+#include "attnd/sched.h"
+#include "common/backend/backend.h"
+#include "common/base/alloc.h"
+#include "common/base/clock.h"
+#include "common/base/log.h"
+#include "common/base/metrics.h"
+#include "common/net/http_admin.h"
+#include "proto/ctrl.h"
+#include "proto/ffn_client.h"
+#include "proto/xport.h"
+
+#ifndef AFD_VERSION
+#define AFD_VERSION "0.1.0"
+#endif
+#define STEP_RING 128
+
+typedef struct cpeer {
+    attnd *d;
+    xp_peer *xp;
+    bool session;
+    wire_hello hello;
+    char name[96];
+    struct cpeer *prev, *next;
+} cpeer;
+
+/* One sequence as the router knows it; the scheduler's request ud. */
+typedef struct aseq {
+    uint64_t id;     /* the scheduler's id (unique in this attnd) */
+    uint64_t seq_id; /* the router's */
+    cpeer *owner;    /* NULL once the router is gone */
+    char req_id[CTRL_REQ_ID_MAX + 1];
+    bool logprobs;
+    int n_top;
+    uint32_t n_prompt;
+    struct aseq *prev, *next;
+} aseq;
+
+struct attnd {
+    attnd_cfg cfg;
+    afd_backend *be;
+    afd_weights w;
+    st_set *set;
+    uint64_t fingerprint;
+    afd_engine e;
+    fc_opts fo;
+    fc_group *ffn;
+    at_pipe pipe;
+    at_sched *sched;
+    xp_ctx *xp;
+    struct event_base *base;
+    struct event *ev_term, *ev_int, *ev_tick;
+    afd_admin *admin;
+    afd_metrics *reg;
+    wire_hello mine;
+    ctrl_limits clim;
+    cpeer *peers;
+    aseq *seqs;
+    uint64_t next_id;
+    bool draining, stopping;
+    int64_t drain_deadline;
+    int data_port, admin_port;
+    double step_ms[STEP_RING];
+    int n_steps_ring;
+    uint64_t last_ffn_retry;
+    afd_metric *m_step, *m_batch, *m_tokens, *m_running, *m_waiting, *m_kv_free, *m_ffn_wait;
+    afd_metric *m_req_ok, *m_req_refused, *m_seq_error;
+};
+
+/* ---- small sends ---------------------------------------------------------------------------- */
+
+static void free_cb(void *arg, int status) {
+    (void)status;
+    free(arg);
+}
+
+static void send_ctrl(attnd *d, cpeer *p, int type, uint64_t req, uint8_t *buf, size_t len) {
+    wire_hdr h = ctrl_hdr(type, (uint32_t)d->cfg.instance_id, req);
+    if (!p->xp || xp_send(p->xp, &h, buf, len, free_cb, buf))
+        free(buf);
+}
+
+static void send_ack(attnd *d, cpeer *p, uint64_t req, uint64_t seq_id, int reason,
+                     const char *msg) {
+    ctrl_status st = {.seq_id = seq_id, .reason = (uint32_t)reason};
+    snprintf(st.msg, sizeof st.msg, "%s", reason ? msg : "");
+    uint8_t *buf = xmalloc(CTRL_MSG_MAX + 64);
+    size_t len;
+    if (ctrl_submit_ack_encode(buf, CTRL_MSG_MAX + 64, &st, &len) == 0)
+        send_ctrl(d, p, WIRE_T_CTRL_SUBMIT_ACK, req, buf, len);
+    else
+        free(buf);
+}
+
+static void send_tokens(attnd *d, aseq *a, const ctrl_tokens *t) {
+    if (!a->owner)
+        return;
+    size_t cap = 256 + (size_t)t->n_tok * (8 + (size_t)t->n_top * 8);
+    uint8_t *buf = xmalloc(cap);
+    size_t len;
+    int rc = ctrl_tokens_encode(buf, cap, t, &len);
+    if (rc) {
+        log_error("TOKENS for seq %llu: %s", (unsigned long long)a->seq_id, wire_strerror(rc));
+        free(buf);
+        return;
+    }
+    send_ctrl(d, a->owner, WIRE_T_CTRL_TOKENS, a->seq_id, buf, len);
+}
+
+/* ---- the scheduler's callbacks ------------------------------------------------------------ */
+
+static int forward(void *ud, const afd_fwd_batch *b, float *logits) {
+    attnd *d = ud;
+    return d->ffn ? at_pipe_forward(&d->pipe, b, logits) : AFD_E_PEER;
+}
+
+static void on_token(void *ud, uint64_t id, void *req_ud, const afd_sample *s) {
+    attnd *d = ud;
+    aseq *a = req_ud;
+    (void)id;
+    uint32_t tok = (uint32_t)s->token;
+    float lp = s->logprob;
+    ctrl_cand top[AFD_MAX_LOGPROBS];
+    int n_top = a->logprobs ? (a->n_top < s->n_top ? a->n_top : s->n_top) : 0;
+    for (int i = 0; i < n_top; i++)
+        top[i] = (ctrl_cand){(uint32_t)s->top_ids[i], s->top_logprobs[i]};
+    ctrl_tokens t = {.seq_id = a->seq_id, .n_tok = 1, .has_logprobs = a->logprobs,
+                     .n_top = (uint8_t)n_top, .ids = &tok, .logprobs = a->logprobs ? &lp : NULL,
+                     .top = n_top ? top : NULL};
+    send_tokens(d, a, &t);
+    afd_metric_inc(d->m_tokens);
+}
+
+static const uint8_t finish_of[] = {
+    [AT_FIN_NONE] = CTRL_FINISH_ERROR,       [AT_FIN_STOP] = CTRL_FINISH_STOP,
+    [AT_FIN_LENGTH] = CTRL_FINISH_LENGTH,    [AT_FIN_CANCELLED] = CTRL_FINISH_CANCELLED,
+    [AT_FIN_ERROR] = CTRL_FINISH_ERROR,
+};
+
+static void seq_unlink(attnd *d, aseq *a) {
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        d->seqs = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+}
+
+static void on_finish(void *ud, uint64_t id, void *req_ud, int reason, int n) {
+    attnd *d = ud;
+    aseq *a = req_ud;
+    (void)id;
+    ctrl_tokens t = {.seq_id = a->seq_id, .finish = finish_of[reason],
+                     .prompt_tokens = a->n_prompt, .completion_tokens = (uint32_t)n};
+    if (reason == AT_FIN_ERROR) {
+        t.code = AFD_E_PEER;
+        snprintf(t.msg, sizeof t.msg, "the FFN group failed during this sequence's step");
+        afd_metric_inc(d->m_seq_error);
+    }
+    send_tokens(d, a, &t);
+    log_info("seq %llu (req %s) finished: %s after %d tokens", (unsigned long long)a->seq_id,
+             a->req_id, ctrl_finish_name(t.finish), n);
+    seq_unlink(d, a);
+    free(a);
+}
+
+/* ---- control frames --------------------------------------------------------------------------- */
+
+static int refuse_reason(int rc) {
+    switch (rc) {
+    case AFD_E_LIMIT: return CTRL_R_TOO_LONG;
+    case -EEXIST: return CTRL_R_DUPLICATE;
+    case -ENOMEM: return CTRL_R_BUSY;
+    default: return CTRL_R_BAD_PARAMS;
+    }
+}
+
+static aseq *find_seq(attnd *d, const cpeer *p, uint64_t seq_id) {
+    for (aseq *a = d->seqs; a; a = a->next)
+        if (a->owner == p && a->seq_id == seq_id)
+            return a;
+    return NULL;
+}
+
+static int on_submit(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_submit *m) {
+    if (d->draining) {
+        afd_metric_inc(d->m_req_refused);
+        send_ack(d, p, h->step, m->seq_id, CTRL_R_DRAINING, "attnd is draining");
+        return 0;
+    }
+    if (find_seq(d, p, m->seq_id)) {
+        send_ack(d, p, h->step, m->seq_id, CTRL_R_DUPLICATE, "seq_id already running");
+        return 0;
+    }
+    int32_t *prompt = afd_try_alloc((size_t)m->n_prompt * sizeof *prompt);
+    aseq *a = afd_try_alloc(sizeof *a);
+    if (!prompt || !a) {
+        free(prompt), free(a);
+        send_ack(d, p, h->step, m->seq_id, CTRL_R_BUSY, "out of memory");
+        return 0;
+    }
+    for (uint32_t i = 0; i < m->n_prompt; i++)
+        prompt[i] = (int32_t)m->prompt[i];
+    memset(a, 0, sizeof *a);
+    a->id = ++d->next_id, a->seq_id = m->seq_id, a->owner = p, a->n_prompt = m->n_prompt;
+    a->logprobs = m->s.logprobs, a->n_top = m->s.top_logprobs;
+    snprintf(a->req_id, sizeof a->req_id, "%s", m->req_id);
+    at_request r = {.id = a->id, .prompt = prompt, .n_prompt = (int)m->n_prompt,
+                    .max_tokens = (int)m->s.max_tokens, .ignore_eos = m->s.ignore_eos, .ud = a};
+    afd_sampling_default(&r.sp);
+    r.sp.temperature = m->s.temperature, r.sp.top_p = m->s.top_p;
+    r.sp.top_k = m->s.top_k > 0 ? m->s.top_k : 0;
+    r.sp.seed = m->s.has_seed ? m->s.seed : a->id;
+    r.sp.n_logprobs = m->s.logprobs ? m->s.top_logprobs : -1;
+    r.n_stop = (int)(m->s.n_stop < AT_MAX_STOP ? m->s.n_stop : AT_MAX_STOP);
+    for (int i = 0; i < r.n_stop; i++)
+        r.stop_ids[i] = (int32_t)m->s.stop[i];
+    int rc = at_sched_submit(d->sched, &r);
+    free(prompt);
+    if (rc) {
+        char why[160];
+        snprintf(why, sizeof why, "refused: %s (prompt %u tokens, max_tokens %u)",
+                 afd_strerror(rc), m->n_prompt, m->s.max_tokens);
+        free(a);
+        afd_metric_inc(d->m_req_refused);
+        send_ack(d, p, h->step, m->seq_id, refuse_reason(rc), why);
+        return 0;
+    }
+    a->next = d->seqs;
+    if (d->seqs)
+        d->seqs->prev = a;
+    d->seqs = a;
+    afd_metric_inc(d->m_req_ok);
+    send_ack(d, p, h->step, m->seq_id, CTRL_OK, "");
+    log_info("seq %llu (req %s) accepted: %u prompt tokens, max %u", (unsigned long long)m->seq_id,
+             a->req_id, m->n_prompt, m->s.max_tokens);
+    return 0;
+}
+
+static int on_ctrl(attnd *d, cpeer *p, const wire_hdr *h, const uint8_t *pl, size_t len) {
+    ctrl_msg m;
+    int rc = ctrl_decode(h, pl, len, &d->clim, &m);
+    if (rc) {
+        log_warn("control peer %s: bad %s: %s", p->name, ctrl_type_name(h->type),
+                 wire_strerror(rc));
+        return -1;
+    }
+    switch (m.type) {
+    case WIRE_T_CTRL_SUBMIT:
+        return on_submit(d, p, h, &m.u.submit);
+    case WIRE_T_CTRL_CANCEL: {
+        aseq *a = find_seq(d, p, m.u.cancel.seq_id);
+        if (a)
+            at_sched_cancel(d->sched, a->id);
+        return 0;
+    }
+    case WIRE_T_CTRL_DRAIN:
+        d->draining = !m.u.drain.resume;
+        d->drain_deadline = m.u.drain.deadline_ms
+                                ? (int64_t)afd_now_ns() + (int64_t)m.u.drain.deadline_ms * 1000000
+                                : 0;
+        log_info("%s by %s", d->draining ? "draining" : "drain ended", p->name);
+        return 0;
+    default:
+        log_warn("control peer %s: %s is not served by this attnd (role both)", p->name,
+                 ctrl_type_name(m.type));
+        return 0;
+    }
+}
+
+static void send_register(attnd *d, cpeer *p) {
+    ctrl_register r = {.instance_id = (uint32_t)d->cfg.instance_id, .role = CTRL_ROLE_BOTH,
+                       .kv_blocks = (uint32_t)d->e.kv.n_blocks,
+                       .block_size = (uint32_t)d->e.kv.layout.block_size,
+                       .max_batch = (uint32_t)d->cfg.max_seqs,
+                       .max_context = (uint32_t)d->w.cfg.max_pos,
+                       .port = (uint16_t)d->data_port};
+    snprintf(r.host, sizeof r.host, "%s", d->cfg.listen_addr);
+    snprintf(r.model, sizeof r.model, "%s", d->w.cfg.model_type);
+    uint8_t *buf = xmalloc(1024);
+    size_t len;
+    if (ctrl_register_encode(buf, 1024, &r, &len) == 0)
+        send_ctrl(d, p, WIRE_T_CTRL_REGISTER, 0, buf, len);
+    else
+        free(buf);
+}
+
+static int on_hello(attnd *d, cpeer *p, const wire_hdr *h, const uint8_t *pl, size_t len) {
+    char why[WIRE_REASON_MAX + 1] = "";
+    int status = WIRE_REFUSE_VERSION;
+    if (h->type != WIRE_T_HELLO || wire_hello_decode(pl, len, &p->hello))
+        snprintf(why, sizeof why, "expected a valid HELLO");
+    else
+        status = wire_hello_check(&d->mine, &p->hello, why, sizeof why);
+    wire_hello ack = d->mine;
+    ack.status = (uint8_t)status;
+    snprintf(ack.reason, sizeof ack.reason, "%s", why);
+    uint8_t *buf = xmalloc(WIRE_HELLO_MAX);
+    size_t n;
+    if (wire_hello_encode(buf, WIRE_HELLO_MAX, &ack, &n) == 0)
+        send_ctrl(d, p, WIRE_T_HELLO_ACK, 0, buf, n);
+    else
+        free(buf);
+    if (status != WIRE_REFUSE_NONE) {
+        log_warn("control peer %s refused: %s", p->name, why);
+        xp_peer_close(p->xp, why);
+        return 0;
+    }
+    wire_limits wl;
+    ctrl_wire_limits(&d->clim, CTRL_TYPES_TO_ATTND, &wl);
+    xp_peer_set_limits(p->xp, &wl);
+    p->session = true;
+    snprintf(p->name, sizeof p->name, "%s/%s#%u", xp_peer_name(p->xp), p->hello.name,
+             p->hello.instance_id);
+    log_info("control peer %s connected (%s)", p->name, wire_role_name(p->hello.role));
+    send_register(d, p);
+    return 0;
+}
+
+static int on_frame(void *ud, xp_peer *xp, const wire_hdr *h, const uint8_t *pl, size_t len) {
+    attnd *d = ud;
+    cpeer *p = xp_peer_ud(xp);
+    if (!p)
+        return -1;
+    return p->session ? on_ctrl(d, p, h, pl, len) : on_hello(d, p, h, pl, len);
+}
+
+static int on_accept(void *ud, xp_peer *xp) {
+    attnd *d = ud;
+    if (d->stopping)
+        return -1;
+    cpeer *p = xcalloc(1, sizeof *p);
+    p->d = d, p->xp = xp;
+    snprintf(p->name, sizeof p->name, "%s", xp_peer_name(xp));
+    xp_peer_set_ud(xp, p);
+    wire_limits hs;
+    wire_limits_handshake(&hs);
+    xp_peer_set_limits(xp, &hs);
+    p->next = d->peers;
+    if (d->peers)
+        d->peers->prev = p;
+    d->peers = p;
+    return 0;
+}
+
+/* A router that goes away cancels its sequences (their blocks free at the next step). */
+static void on_down(void *ud, xp_peer *xp, int reason, const char *why) {
+    attnd *d = ud;
+    cpeer *p = xp_peer_ud(xp);
+    (void)reason;
+    if (!p)
+        return;
+    int n = 0;
+    for (aseq *a = d->seqs; a; a = a->next)
+        if (a->owner == p) {
+            a->owner = NULL;
+            at_sched_cancel(d->sched, a->id);
+            n++;
+        }
+    log_info("control peer %s gone (%s): %d sequences cancelled", p->name, why ? why : "closed",
+             n);
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        d->peers = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    xp_peer_set_ud(xp, NULL);
+    free(p);
+}
+
+/* ---- LOAD and metrics ------------------------------------------------------------------------ */
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void send_load(attnd *d, double last_ms, int batch) {
+    at_sched_stats st;
+    at_sched_get_stats(d->sched, &st);
+    double sorted[STEP_RING];
+    int n = d->n_steps_ring < STEP_RING ? d->n_steps_ring : STEP_RING;
+    memcpy(sorted, d->step_ms, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_d);
+    ctrl_load l = {.instance_id = (uint32_t)d->cfg.instance_id, .role = CTRL_ROLE_BOTH,
+                   .draining = d->draining, .micro_batches = (uint16_t)d->cfg.micro_batches,
+                   .step = st.steps, .running = (uint32_t)st.running,
+                   .waiting = (uint32_t)st.waiting, .batch_tokens = (uint32_t)batch,
+                   .last_step_us = (uint32_t)(last_ms * 1e3),
+                   .p50_step_us = n ? (uint32_t)(sorted[n / 2] * 1e3) : 0,
+                   .p99_step_us = n ? (uint32_t)(sorted[(int)((n - 1) * 0.99)] * 1e3) : 0,
+                   .kv_blocks_free = (uint32_t)d->e.kv.n_free,
+                   .kv_blocks_total = (uint32_t)d->e.kv.n_blocks,
+                   .block_size = (uint32_t)d->e.kv.layout.block_size,
+                   .tokens_per_s = last_ms > 0 ? (float)(st.running * 1e3 / last_ms) : 0};
+    for (cpeer *p = d->peers; p; p = p->next) {
+        if (!p->session)
+            continue;
+        uint8_t *buf = xmalloc(256);
+        size_t len;
+        if (ctrl_load_encode(buf, 256, &l, &len) == 0)
+            send_ctrl(d, p, WIRE_T_CTRL_LOAD, 0, buf, len);
+        else
+            free(buf);
+    }
+}
+
+static double kv_free_fn(void *ud) { return ((attnd *)ud)->e.kv.n_free; }
+
+static void metrics_init(attnd *d) {
+    afd_metrics *r = d->reg;
+    static const double tok_b[] = {1, 4, 16, 64, 128, 256, 512, 1024, 4096};
+    d->m_step = afd_metrics_histogram(r, "afd_attnd_step_seconds", "one step (forward + sampling)",
+                                      afd_metrics_latency_buckets, AFD_METRICS_LATENCY_N, NULL);
+    d->m_batch = afd_metrics_histogram(r, "afd_attnd_batch_tokens", "tokens per step", tok_b,
+                                       (int)(sizeof tok_b / sizeof tok_b[0]), NULL);
+    d->m_tokens = afd_metrics_counter(r, "afd_attnd_generated_tokens_total", "tokens sampled",
+                                      NULL);
+    d->m_running = afd_metrics_gauge(r, "afd_attnd_running", "running sequences", NULL);
+    d->m_waiting = afd_metrics_gauge(r, "afd_attnd_waiting", "waiting sequences", NULL);
+    d->m_kv_free = afd_metrics_gauge_fn(r, "afd_attnd_kv_blocks_free", "free KV blocks",
+                                        kv_free_fn, d, NULL);
+    d->m_ffn_wait = afd_metrics_counter(r, "afd_attnd_ffn_wait_seconds_total",
+                                        "time blocked on F2A answers", NULL);
+    const char *req = "sequences submitted, by result";
+    d->m_req_ok = afd_metrics_counter(r, "afd_attnd_requests_total", req, "result", "accepted",
+                                      NULL);
+    d->m_req_refused = afd_metrics_counter(r, "afd_attnd_requests_total", req, "result",
+                                           "refused", NULL);
+    d->m_seq_error = afd_metrics_counter(r, "afd_attnd_sequence_errors_total",
+                                         "sequences ended by an FFN failure", NULL);
+    afd_metrics_add_process(r, AFD_VERSION);
+}
+
+/* ---- start-up ----------------------------------------------------------------------------------- */
+
+static const uint8_t f2a_dt[] = {WIRE_DT_BF16, WIRE_DT_E4M3, WIRE_DT_F32};
+
+static int open_ffn(attnd *d, afd_err *err) {
+    const attnd_cfg *c = &d->cfg;
+    const afd_model_config *m = &d->w.cfg;
+    fc_opts *o = &d->fo;
+    fc_opts_default(o);
+    if (c->n_ffn != c->ffn_ep_size * c->ffn_tp_size || c->n_ffn > FC_MAX_SHARDS)
+        return afd_errf(err, -EINVAL, "ffn: %d shards listed, ffn_ep_size %d x ffn_tp_size %d",
+                        c->n_ffn, c->ffn_ep_size, c->ffn_tp_size);
+    o->n_shards = c->n_ffn;
+    for (int i = 0; i < c->n_ffn; i++) {
+        if (fc_parse_addr(c->ffn[i], &o->shards[i]))
+            return afd_errf(err, -EINVAL, "ffn: '%s' is not host:port", c->ffn[i]);
+        o->shards[i].ep_rank = i / c->ffn_tp_size, o->shards[i].ep_size = c->ffn_ep_size;
+        o->shards[i].tp_rank = i % c->ffn_tp_size, o->shards[i].tp_size = c->ffn_tp_size;
+    }
+    o->slots = c->micro_batches;
+    o->max_tok = (uint32_t)((c->max_batch_tokens + c->micro_batches - 1) / c->micro_batches);
+    o->instance_id = (uint32_t)c->instance_id;
+    snprintf(o->name, sizeof o->name, "attnd");
+    o->fingerprint = d->fingerprint;
+    o->dims = (wire_dims){.hidden = (uint32_t)m->hidden, .top_k = (uint32_t)m->top_k,
+                          .n_experts = (uint32_t)m->n_experts, .n_layers = (uint32_t)m->n_layers,
+                          .a2f_dtype = WIRE_DT_E4M3, .f2a_dtype = f2a_dt[c->f2a_dtype],
+                          .moe_layers = m->is_moe};
+    o->err_mode = c->err_mode;
+    o->heartbeat_ms = (int)c->heartbeat_ms, o->peer_timeout_ms = (int)c->peer_timeout_ms;
+    return fc_open(&d->ffn, o, err);
+}
+
+static int open_engine(attnd *d, afd_err *err) {
+    const attnd_cfg *c = &d->cfg;
+    afd_backend_opts bo = {.kind = "auto", .isa = c->isa, .n_threads = c->threads};
+    int rc = afd_backend_open(&bo, &d->be);
+    if (rc)
+        return afd_errf(err, rc, "backend (isa %s): %s", c->isa, afd_strerror(rc));
+    if ((rc = afd_model_open(c->model, AFD_PART_ATTN, NULL, &d->w, &d->set, err)))
+        return rc;
+    d->fingerprint = afd_model_fingerprint(&d->w.cfg, d->set);
+    afd_engine_opts eo;
+    afd_engine_opts_default(&eo);
+    eo.kv_dtype = c->kv_dtype ? AFD_DT_F8_E4M3 : AFD_DT_BF16;
+    eo.block_size = c->block_size;
+    eo.f2a_dtype = c->f2a_dtype == 1 ? AFD_DT_F8_E4M3 : c->f2a_dtype == 2 ? AFD_DT_F32
+                                                                          : AFD_DT_BF16;
+    afd_kv_layout lay;
+    afd_kv_layout_init(&lay, eo.kv_dtype, eo.block_size, d->w.cfg.n_layers, d->w.cfg.n_kv_heads,
+                       d->w.cfg.head_dim);
+    uint64_t blocks = c->kv_mem / lay.block_bytes;
+    if (blocks < 1 || blocks > (1u << 30))
+        return afd_errf(err, -EINVAL, "kv_mem %llu bytes holds %llu blocks of %zu bytes",
+                        (unsigned long long)c->kv_mem, (unsigned long long)blocks,
+                        lay.block_bytes);
+    eo.kv_blocks = (int)blocks;
+    return afd_engine_init(&d->e, d->be, &d->w, &eo, err);
+}
+
+static void describe(attnd *d) {
+    const afd_model_config *m = &d->w.cfg;
+    wire_hello *h = &d->mine;
+    memset(h, 0, sizeof *h);
+    h->proto_min = WIRE_VERSION_MIN, h->proto_max = WIRE_VERSION_MAX;
+    h->role = WIRE_ROLE_ATTND;
+    h->instance_id = (uint32_t)d->cfg.instance_id;
+    h->model_fingerprint = d->fingerprint;
+    h->ep_size = h->tp_size = 1;
+    h->n_layers = (uint32_t)m->n_layers, h->n_experts = (uint32_t)m->n_experts;
+    h->hidden = (uint32_t)m->hidden, h->top_k = (uint16_t)m->top_k;
+    h->a2f_dtype = WIRE_DT_E4M3, h->f2a_dtype = f2a_dt[d->cfg.f2a_dtype];
+    h->max_tok = d->fo.max_tok;
+    snprintf(h->name, sizeof h->name, "attnd");
+    ctrl_limits_default(&d->clim);
+    d->clim.vocab = (uint32_t)m->vocab;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg) {
+    attnd *d = arg;
+    (void)what;
+    if (!d->draining)
+        log_info("signal %d: draining (up to %lld ms)", (int)sig, (long long)d->cfg.drain_timeout_ms);
+    d->draining = true;
+    d->drain_deadline = (int64_t)afd_now_ns() + d->cfg.drain_timeout_ms * 1000000;
+    d->stopping = true; /* leave once the running sequences are done */
+    event_base_loopbreak(d->base);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    attnd *d = arg;
+    if (d->ffn)
+        fc_progress(d->ffn); /* heartbeats with the FFN group while idle */
+    event_base_loopbreak(d->base);
+}
+
+static int ready(void *ud, char *why, size_t n) {
+    attnd *d = ud;
+    char w[200] = "";
+    if (d->draining) {
+        snprintf(why, n, "draining");
+        return 0;
+    }
+    if (!d->ffn || fc_broken(d->ffn, w, sizeof w)) {
+        snprintf(why, n, "FFN group down: %s", w);
+        return 0;
+    }
+    return 1;
+}
+
+static int write_port_file(attnd *d, afd_err *err) {
+    if (!d->cfg.port_file || !*d->cfg.port_file)
+        return 0;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", d->cfg.port_file);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return afd_errf(err, -errno, "port file %s: %s", tmp, strerror(errno));
+    fprintf(f, "{\"data_port\": %d, \"admin_port\": %d, \"pid\": %d}\n", d->data_port,
+            d->admin_port, (int)getpid());
+    if (fclose(f) || rename(tmp, d->cfg.port_file))
+        return afd_errf(err, -errno, "port file %s: %s", d->cfg.port_file, strerror(errno));
+    return 0;
+}
+
+static int open_ctrl(attnd *d, afd_err *err) {
+    const attnd_cfg *c = &d->cfg;
+    xp_opts xo;
+    xp_opts_default(&xo);
+    xo.err_mode = c->err_mode ? XP_ERR_PEER : XP_ERR_NONE;
+    xo.instance_id = (uint32_t)c->instance_id;
+    xo.heartbeat_ms = (int)c->heartbeat_ms, xo.peer_timeout_ms = (int)c->peer_timeout_ms;
+    xo.rx_bufs = 2, xo.rx_buf_size = ctrl_max_payload(&d->clim, CTRL_TYPES_TO_ATTND);
+    xp_handlers hd = {.on_accept = on_accept, .on_frame = on_frame, .on_down = on_down};
+    int rc = xp_init(&d->xp, &xo, &hd, d, err);
+    if (!rc)
+        rc = xp_listen(d->xp, c->listen_addr, c->listen_port, &d->data_port, err);
+    if (!rc)
+        rc = xp_attach(d->xp, d->base, 0);
+    return rc;
+}
+
+int attnd_init(attnd **out, const attnd_cfg *cfg, afd_err *err) {
+    *out = NULL;
+    if (cfg->role != 0)
+        return afd_errf(err, AFD_E_UNSUPPORTED,
+                        "role %s: only role both (local prefill) is served so far",
+                        cfg->role == 1 ? "decode" : "prefill");
+    attnd *d = xcalloc(1, sizeof *d);
+    d->cfg = *cfg;
+    d->base = event_base_new();
+    d->reg = afd_metrics_init();
+    int rc = d->base ? 0 : afd_errf(err, -ENOMEM, "event base");
+    if (!rc)
+        rc = open_engine(d, err);
+    if (!rc)
+        rc = open_ffn(d, err);
+    if (!rc)
+        rc = at_pipe_init(&d->pipe, &d->e, d->ffn, cfg->micro_batches, (int)d->fo.max_tok,
+                          cfg->max_seqs);
+    if (!rc) {
+        at_sched_opts so = {.max_seqs = cfg->max_seqs, .max_tokens = cfg->max_batch_tokens,
+                            .prefill_chunk = cfg->prefill_chunk};
+        at_sched_ops ops = {.forward = forward, .on_token = on_token, .on_finish = on_finish};
+        rc = at_sched_new(&d->sched, &d->e, &so, &ops, d);
+    }
+    if (!rc) {
+        describe(d);
+        metrics_init(d);
+        rc = open_ctrl(d, err);
+    }
+    if (!rc) {
+        d->admin = afd_admin_start(d->base, cfg->admin_addr, cfg->admin_port, &d->admin_port,
+                                   d->reg, err);
+        rc = d->admin ? 0 : (err->code ? err->code : -EIO);
+    }
+    if (!rc) {
+        afd_admin_set_ready(d->admin, ready, d);
+        d->ev_term = evsignal_new(d->base, SIGTERM, on_signal, d);
+        d->ev_int = evsignal_new(d->base, SIGINT, on_signal, d);
+        d->ev_tick = event_new(d->base, -1, EV_PERSIST, on_tick, d);
+        struct timeval tv = {0, (suseconds_t)(cfg->heartbeat_ms * 500)};
+        evsignal_add(d->ev_term, NULL);
+        evsignal_add(d->ev_int, NULL);
+        event_add(d->ev_tick, &tv);
+        rc = write_port_file(d, err);
+    }
+    if (rc && !err->msg[0])
+        afd_errf(err, rc, "attnd start-up: %s", afd_strerror(rc));
+    if (rc) {
+        attnd_free(d);
+        return rc;
+    }
+    log_info("attnd ready: %s, FFN group of %d shard(s), %d micro-batches, %d KV blocks of %d, "
+             "control %s:%d, admin %s:%d",
+             cfg->model, cfg->n_ffn, cfg->micro_batches, d->e.kv.n_blocks, cfg->block_size,
+             cfg->listen_addr, d->data_port, cfg->admin_addr, d->admin_port);
+    *out = d;
+    return 0;
+}
+
+/* ---- the loop ------------------------------------------------------------------------------- */
+
+static void step_once(attnd *d) {
+    uint64_t t0 = afd_now_ns(), w0 = d->pipe.st.wait_ns;
+    int n = at_sched_step(d->sched);
+    double ms = (double)(afd_now_ns() - t0) / 1e6;
+    if (n < 0) {
+        char why[256] = "";
+        fc_broken(d->ffn, why, sizeof why);
+        log_error("step failed: %s %s", afd_strerror(n), why);
+        return;
+    }
+    if (n == 0)
+        return;
+    d->step_ms[d->n_steps_ring++ % STEP_RING] = ms;
+    afd_metric_observe(d->m_step, ms * 1e-3);
+    afd_metric_observe(d->m_batch, n);
+    afd_metric_addf(d->m_ffn_wait, (double)(d->pipe.st.wait_ns - w0) * 1e-9);
+    at_sched_stats st;
+    at_sched_get_stats(d->sched, &st);
+    afd_metric_set(d->m_running, st.running);
+    afd_metric_set(d->m_waiting, st.waiting);
+    send_load(d, ms, n);
+}
+
+int attnd_run(attnd *d) {
+    for (;;) {
+        bool idle = at_sched_idle(d->sched);
+        if (d->stopping && (idle || (int64_t)afd_now_ns() > d->drain_deadline))
+            break;
+        if (!idle) {
+            step_once(d);
+            event_base_loop(d->base, EVLOOP_NONBLOCK);
+        } else {
+            event_base_loop(d->base, EVLOOP_ONCE);
+        }
+    }
+    bool clean = at_sched_idle(d->sched);
+    log_info("attnd drained %s", clean ? "cleanly" : "(deadline: running sequences cancelled)");
+    return clean ? 0 : -ETIMEDOUT;
+}
+
+void attnd_free(attnd *d) {
+    if (!d)
+        return;
+    at_sched_free(d->sched); /* what still runs ends as cancelled (TOKENS sent) */
+    afd_admin_free(d->admin);
+    if (d->ev_term)
+        event_free(d->ev_term);
+    if (d->ev_int)
+        event_free(d->ev_int);
+    if (d->ev_tick)
+        event_free(d->ev_tick);
+    xp_free(d->xp); /* GOODBYE to the routers; on_down frees them */
+    if (d->pipe.m)
+        at_pipe_free(&d->pipe);
+    fc_close(d->ffn);
+    afd_engine_free(&d->e);
+    afd_weights_free(&d->w);
+    st_set_free(d->set);
+    afd_backend_free(d->be);
+    afd_metrics_free(d->reg);
+    if (d->base)
+        event_base_free(d->base);
+    for (aseq *a = d->seqs, *n; a; a = n) {
+        n = a->next;
+        free(a);
+    }
+    free(d);
+}
