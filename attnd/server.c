@@ -523,8 +523,8 @@ static void describe(attnd *d) {
     h->a2f_dtype = WIRE_DT_E4M3, h->f2a_dtype = f2a_dt[d->cfg.f2a_dtype];
     h->max_tok = d->fo.max_tok;
     snprintf(h->name, sizeof h->name, "attnd");
-    ctrl_limits_default(&d->clim);
-    d->clim.vocab = (uint32_t)m->vocab;
+    ctrl_limits_default(&d->clim); /* token ids are checked by the scheduler: a bad one is a
+                                      refusal with a reason, not a dropped router */
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg) {

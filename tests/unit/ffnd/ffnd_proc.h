@@ -37,10 +37,12 @@ static inline void fp_kill_all(void) {
 }
 
 /* Starts ffnd with extra "--flag value" pairs (NULL-terminated); waits for its port file. */
-static inline void fp_start(fproc *d, const char *model_dir, const char *peer_timeout_arg,
-                            const char *const *extra) {
+/* Starts BUILD/bin/<name> (ffnd, attnd: the same port/timeout flags) and waits for its port
+ * file. */
+static inline void fp_start_bin(fproc *d, const char *name, const char *model_dir,
+                                const char *peer_timeout_arg, const char *const *extra) {
     char bin[300];
-    snprintf(bin, sizeof bin, "%s/bin/ffnd", fp_build());
+    snprintf(bin, sizeof bin, "%s/bin/%s", fp_build(), name);
     snprintf(d->port_file, sizeof d->port_file, "%s/../ffnd-%d.ports", model_dir, rand());
     const char *argv[64] = {bin, "--model", model_dir, "--listen-port", "0", "--admin-port",
                             "0", "--port-file", d->port_file, "--threads", "1",
@@ -70,10 +72,15 @@ static inline void fp_start(fproc *d, const char *model_dir, const char *peer_ti
                 return;
         }
         int st;
-        cr_assert_eq(waitpid(d->pid, &st, WNOHANG), 0, "ffnd exited during start-up");
-        cr_assert_lt((int64_t)afd_now_ns(), deadline, "ffnd did not start within 30 s");
+        cr_assert_eq(waitpid(d->pid, &st, WNOHANG), 0, "%s exited during start-up", name);
+        cr_assert_lt((int64_t)afd_now_ns(), deadline, "%s did not start within 30 s", name);
         usleep(20000);
     }
+}
+
+static inline void fp_start(fproc *d, const char *model_dir, const char *peer_timeout_arg,
+                            const char *const *extra) {
+    fp_start_bin(d, "ffnd", model_dir, peer_timeout_arg, extra);
 }
 
 /* SIGTERM, then the exit status (SIGKILL after 10 s: a failure). */
@@ -85,7 +92,7 @@ static inline int fp_stop(fproc *d) {
         if ((int64_t)afd_now_ns() > deadline) {
             kill(d->pid, SIGKILL);
             waitpid(d->pid, &st, 0);
-            cr_assert_fail("ffnd did not drain within 10 s of SIGTERM");
+            cr_assert_fail("pid %d did not drain within 10 s of SIGTERM", (int)d->pid);
         }
         usleep(10000);
     }
