@@ -110,9 +110,6 @@ static int c_frame(void *ud, xp_peer *p, const wire_hdr *h, const uint8_t *pl, s
         cr_assert_eq(wire_hello_decode(pl, len, &a), 0);
         cr_assert_eq(a.status, 0, "attnd refused the client: %s", a.reason);
         c->acked = true;
-        wire_limits wl;
-        ctrl_wire_limits(NULL, CTRL_TYPES_TO_ROUTER, &wl);
-        xp_peer_set_limits(c->p, &wl);
         return 0;
     }
     ctrl_msg m;
@@ -148,6 +145,12 @@ static void c_open(client *c, int port) {
     afd_err err = {0};
     cr_assert_eq(xp_init(&c->xp, &xo, &h, c, &err), 0, "%s", err.msg);
     cr_assert_eq(xp_connect(c->xp, "127.0.0.1", port, &c->p, &err), 0, "%s", err.msg);
+    /* the attnd's REGISTER follows its HELLO_ACK at once and may be checked by the transport
+     * before the ACK is handled: accept the session's types from the start */
+    wire_limits wl;
+    ctrl_wire_limits(NULL, CTRL_TYPES_TO_ROUTER, &wl);
+    wl.types |= WIRE_TYPES_HANDSHAKE;
+    xp_peer_set_limits(c->p, &wl);
     st_set *set;
     afd_weights w;
     cr_assert_eq(afd_model_open(model_dir, AFD_PART_ATTN, NULL, &w, &set, &err), 0);

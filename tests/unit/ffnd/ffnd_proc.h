@@ -24,6 +24,12 @@ typedef struct fproc {
     char port_file[300];
 } fproc;
 
+/* Daemons log warnings only, unless AFD_TEST_LOG_LEVEL says otherwise (debugging). */
+static inline const char *fp_log_level(void) {
+    const char *l = getenv("AFD_TEST_LOG_LEVEL");
+    return l && *l ? l : "warn";
+}
+
 /* Every ffnd a test started: fp_kill_all (teardown) kills them even when an assertion ended
  * the test early, and each dies with the test process anyway (PR_SET_PDEATHSIG). */
 static pid_t fp_started[8];
@@ -46,7 +52,7 @@ static inline void fp_start_bin(fproc *d, const char *name, const char *model_di
     snprintf(d->port_file, sizeof d->port_file, "%s/../ffnd-%d.ports", model_dir, rand());
     const char *argv[64] = {bin, "--model", model_dir, "--listen-port", "0", "--admin-port",
                             "0", "--port-file", d->port_file, "--threads", "1",
-                            "--log-level", "warn", "--peer-timeout-ms", peer_timeout_arg,
+                            "--log-level", fp_log_level(), "--peer-timeout-ms", peer_timeout_arg,
                             "--heartbeat-ms", "200"};
     int n = 17;
     for (int i = 0; extra && extra[i]; i++)
