@@ -22,6 +22,7 @@
 #include "common/base/log.h"
 #include "common/base/metrics.h"
 #include "common/net/http_admin.h"
+#include "common/net/portfile.h"
 #include "proto/ctrl.h"
 #include "proto/ffn_client.h"
 #include "proto/xport.h"
@@ -560,20 +561,6 @@ static int ready(void *ud, char *why, size_t n) {
     return 1;
 }
 
-static int write_port_file(attnd *d, afd_err *err) {
-    if (!d->cfg.port_file || !*d->cfg.port_file)
-        return 0;
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", d->cfg.port_file);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return afd_errf(err, -errno, "port file %s: %s", tmp, strerror(errno));
-    fprintf(f, "{\"data_port\": %d, \"admin_port\": %d, \"pid\": %d}\n", d->data_port,
-            d->admin_port, (int)getpid());
-    if (fclose(f) || rename(tmp, d->cfg.port_file))
-        return afd_errf(err, -errno, "port file %s: %s", d->cfg.port_file, strerror(errno));
-    return 0;
-}
 
 static int open_ctrl(attnd *d, afd_err *err) {
     const attnd_cfg *c = &d->cfg;
@@ -635,7 +622,7 @@ int attnd_init(attnd **out, const attnd_cfg *cfg, afd_err *err) {
         evsignal_add(d->ev_term, NULL);
         evsignal_add(d->ev_int, NULL);
         event_add(d->ev_tick, &tv);
-        rc = write_port_file(d, err);
+        rc = afd_port_file_write(d->cfg.port_file, d->data_port, d->admin_port, err);
     }
     if (rc && !err->msg[0])
         afd_errf(err, rc, "attnd start-up: %s", afd_strerror(rc));

@@ -25,6 +25,7 @@
 #include "common/base/metrics.h"
 #include "common/model/weights.h"
 #include "common/net/http_admin.h"
+#include "common/net/portfile.h"
 #include "ffnd/batcher.h"
 #include "ffnd/ffnd.h"
 #include "proto/xport.h"
@@ -516,20 +517,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     ffnd_stop(arg);
 }
 
-static int write_port_file(ffnd *d, afd_err *err) {
-    if (!d->cfg.port_file || !*d->cfg.port_file)
-        return 0;
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", d->cfg.port_file);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return afd_errf(err, -errno, "port file %s: %s", tmp, strerror(errno));
-    fprintf(f, "{\"data_port\": %d, \"admin_port\": %d, \"pid\": %d}\n", d->data_port,
-            d->admin_port, (int)getpid());
-    if (fclose(f) || rename(tmp, d->cfg.port_file))
-        return afd_errf(err, -errno, "port file %s: %s", d->cfg.port_file, strerror(errno));
-    return 0;
-}
 
 int ffnd_init(ffnd **out, const ffnd_cfg *cfg, afd_err *err) {
     *out = NULL;
@@ -560,7 +547,7 @@ int ffnd_init(ffnd **out, const ffnd_cfg *cfg, afd_err *err) {
         d->ev_int = evsignal_new(d->base, SIGINT, on_signal, d);
         evsignal_add(d->ev_term, NULL);
         evsignal_add(d->ev_int, NULL);
-        rc = write_port_file(d, err);
+        rc = afd_port_file_write(d->cfg.port_file, d->data_port, d->admin_port, err);
     }
     if (rc) {
         ffnd_free(d);
