@@ -13,7 +13,7 @@ BUILD   ?= build
 SAN     ?=
 OPT     ?= -O2
 
-PKGS     := jansson libevent ucx
+PKGS     := jansson libevent libevent_openssl openssl libpcre2-8 libsystemd ucx
 CPPFLAGS := -I. -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CFLAGS   := -std=c11 $(OPT) -g -Wall -Wextra -Werror -march=x86-64-v3 -fno-plt -pthread \
             -Wshadow -Wno-unused-parameter
@@ -32,7 +32,8 @@ AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mfma -m
 AMX_FLAGS    := $(AVX512_FLAGS) -mamx-tile -mamx-bf16
 
 # common/ and proto/ go into one archive that every binary and test links.
-COMMON_DIRS := common/base common/model common/backend common/backend/cpu common/layers common/net proto
+COMMON_DIRS := common/base common/model common/backend common/backend/cpu common/layers common/net \
+               common/text proto
 COMMON_SRC  := $(foreach d,$(COMMON_DIRS),$(wildcard $(d)/*.c))
 COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 LIBCOMMON   := $(BUILD)/lib/libafd_common.a
