@@ -301,7 +301,7 @@ void xp_cq_push(xp_ctx *c, xp_sreq *sr) {
     c->cq_tail = sr;
 }
 
-static void send_done(void *req, ucs_status_t st, void *ud) {
+void xp_send_done(void *req, ucs_status_t st, void *ud) {
     xp_sreq *sr = ud;
     ucp_request_free(req);
     sr->req = NULL;
@@ -309,7 +309,7 @@ static void send_done(void *req, ucs_status_t st, void *ud) {
     xp_cq_push(sr->c, sr);
 }
 
-static void tx_link(xp_peer *p, xp_sreq *sr) {
+void xp_tx_link(xp_peer *p, xp_sreq *sr) {
     sr->peer = p;
     sr->prev = NULL;
     sr->next = p->tx_list;
@@ -328,7 +328,7 @@ int xp_frame_send(xp_peer *p, xp_sreq *sr, const wire_hdr *h, const void *payloa
     ucp_request_param_t rp = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
                                               UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS,
                               .flags = UCP_AM_SEND_FLAG_REPLY,
-                              .cb.send = send_done,
+                              .cb.send = xp_send_done,
                               .user_data = sr};
     ucp_mem_h memh = len ? region_of(c, payload, len) : NULL;
     if (memh) {
@@ -344,7 +344,7 @@ int xp_frame_send(xp_peer *p, xp_sreq *sr, const wire_hdr *h, const void *payloa
                      ucs_status_string(UCS_PTR_STATUS(req)));
         return -EIO;
     }
-    tx_link(p, sr);
+    xp_tx_link(p, sr);
     if (req) {
         sr->req = req;
     } else {
@@ -522,7 +522,7 @@ static int ucp_setup(xp_ctx *c, afd_err *err) {
     if (st == UCS_OK && c->o.ucx_net_devices)
         st = XP_CHECK(AFD_LOG_ERROR, ucp_config_modify(cfg, "NET_DEVICES", c->o.ucx_net_devices));
     ucp_params_t pp = {.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME,
-                       .features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP,
+                       .features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP,
                        .name = "afd"};
     if (st == UCS_OK) st = XP_CHECK(AFD_LOG_ERROR, ucp_init(&pp, cfg, &c->ucp));
     ucp_config_release(cfg);
@@ -605,6 +605,7 @@ static void peers_cut(xp_ctx *c) {
         if (p->state == XP_P_UP)
             xp_peer_down(p, XP_DOWN_SHUTDOWN, XP_CLOSE_FORCE, "context shut down");
         xp_rx_detach(p);
+        xp_rkeys_drop(p);
         if (p->close_req) ucp_request_free(p->close_req);
         p->close_req = NULL;
         p->ep = NULL; /* destroyed with the worker */
@@ -633,6 +634,7 @@ static void free_pools(xp_ctx *c) {
         free(r);
     }
     if (c->rx_pool) unmap_region(c, c->rx_pool, c->rx_pool_len, c->rx_memh);
+    xp_mrs_free(c);
     free(c->rx_stack);
     free(c->peers);
 }

@@ -122,6 +122,41 @@ int xp_send(xp_peer *p, const wire_hdr *h, const void *payload, size_t len, xp_s
 void *xp_mem_alloc(xp_ctx *c, size_t size);
 void xp_mem_free(xp_ctx *c, void *p); /* p from xp_mem_alloc of c, or NULL; no send in flight */
 
+/* ---- RMA: one end registers memory and hands out its packed key; the other puts into it ----
+ * The KV handoff (docs/attnd.md): the decode attnd registers its KV pool once and sends the
+ * packed key with every reservation; the prefill attnd unpacks it on its endpoint to the
+ * decode attnd and writes blocks with xp_put, then xp_flush, then tells it with a frame.
+ * Over shared memory UCX writes with cma (no receiver involvement); over TCP it emulates RMA
+ * with active messages, so the receiver's worker must be progressed (every daemon loop does).
+ * Ordering: puts complete in any order; xp_flush's callback runs after every put issued on
+ * the peer before it is remotely complete, so a frame sent from that callback arrives after
+ * the data. Puts and flushes are in-flight operations of the peer like sends: when the peer
+ * goes down, their callbacks run with a negative status. */
+typedef struct xp_mr xp_mr;     /* registered local memory */
+typedef struct xp_rkey xp_rkey; /* a peer's memory, as unpacked from its packed key */
+/* Registers [addr, addr + len) (existing memory, e.g. a KV pool) for remote access. 0 or
+ * negative with *err. Deregister with xp_mr_free (no remote writes may be wanted any more:
+ * they fail or, over shared memory, may still land until the peers drop their keys). */
+int xp_mr_register(xp_ctx *c, void *addr, size_t len, xp_mr **out, afd_err *err);
+void xp_mr_free(xp_ctx *c, xp_mr *mr); /* NULL is a no-op */
+/* The packed remote key (owned by mr; valid until xp_mr_free) and its length. */
+const void *xp_mr_rkey(const xp_mr *mr, size_t *len);
+/* Unpacks a peer's packed key for puts on that peer. The key belongs to the peer: freed by
+ * xp_rkey_free or, at the latest, when the peer goes down (before on_down; do not use it after
+ * on_down). 0, AFD_E_STATE (peer not up), AFD_E_FORMAT (UCX refused the bytes).
+ * UCX does not validate packed keys (junk bytes can crash it inside ucp_ep_rkey_unpack): take a
+ * key only from the memory's owner, on the endpoint it is used on, never from a third party. */
+int xp_rkey_unpack(xp_peer *p, const void *packed, size_t len, xp_rkey **out);
+void xp_rkey_free(xp_rkey *rk); /* NULL is a no-op */
+/* Writes len bytes at src to the peer's address raddr (covered by rk). src must stay unchanged
+ * until cb (called once, later, from xp_progress: 0, or negative when the write failed or the
+ * peer went down). 0, or negative (AFD_E_STATE peer not up, -EINVAL, -EIO: UCX refused; the
+ * peer goes down and cb is not called). Registered src memory (xp_mr_register) is zero copy. */
+int xp_put(xp_peer *p, const void *src, size_t len, uint64_t raddr, xp_rkey *rk, xp_send_cb cb,
+           void *arg);
+/* cb(arg, status) once every put issued on p so far is complete at the peer. Same returns. */
+int xp_flush(xp_peer *p, xp_send_cb cb, void *arg);
+
 /* Closes the peer: GOODBYE(code 0, why), then waits (bounded by close_timeout_ms) for the peer
  * to close its side, so that nothing we sent is lost, then closes the endpoint;
  * on_down(XP_DOWN_CLOSED, why) follows from xp_progress. Frames that arrive meanwhile are

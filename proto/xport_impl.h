@@ -65,6 +65,21 @@ typedef struct xp_rx {
     bool kept;     /* the user kept it past on_frame (xp_frame_keep) */
 } xp_rx;
 
+struct xp_mr {
+    struct xp_mr *next;
+    void *addr;
+    size_t len;
+    ucp_mem_h memh;
+    void *packed;
+    size_t packed_len;
+};
+
+struct xp_rkey {
+    struct xp_rkey *prev, *next; /* the peer's keys */
+    xp_peer *peer;
+    ucp_rkey_h rkey;
+};
+
 typedef struct xp_region {
     struct xp_region *next;
     void *addr;
@@ -95,6 +110,7 @@ struct xp_peer {
     xp_sreq *tx_list;
     xp_rx *rxq_head, *rxq_tail;
     void *close_req;
+    xp_rkey *rkeys; /* unpacked keys of the peer's memory, destroyed before the ep closes */
 };
 
 struct xp_ctx {
@@ -122,6 +138,7 @@ struct xp_ctx {
     int rx_ready;          /* entries completed since the last delivery pass */
     xp_rx *cur_rx;         /* the entry being delivered (on_frame), for xp_frame_keep */
     xp_region *regions;
+    xp_mr *mrs;
     /* timers */
     uint64_t tick_ns, next_tick_ns;
     int depth;   /* xp_progress nesting: > 0 inside the top-level pass */
@@ -138,6 +155,8 @@ struct xp_ctx {
 void xp_peer_down(xp_peer *p, int reason, int mode, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 enum { XP_CLOSE_GOODBYE, XP_CLOSE_FLUSH, XP_CLOSE_FORCE }; /* xp_peer_down modes */
+void xp_tx_link(xp_peer *p, xp_sreq *sr);                 /* into the peer's in-flight list */
+void xp_send_done(void *req, ucs_status_t st, void *ud); /* UCX completion of an xp_sreq */
 int xp_frame_send(xp_peer *p, xp_sreq *sr, const wire_hdr *h, const void *payload, size_t len);
 xp_sreq *xp_sreq_get(xp_ctx *c);
 void xp_sreq_put(xp_ctx *c, xp_sreq *sr);
@@ -152,6 +171,11 @@ void xp_rx_detach(xp_peer *p);
 void xp_peer_destroy(xp_peer *p);
 
 void xp_cq_push(xp_ctx *c, xp_sreq *sr);
+
+/* xport_rma.c */
+ucp_mem_h xp_mr_memh_of(const xp_ctx *c, const void *p, size_t len);
+void xp_rkeys_drop(xp_peer *p);
+void xp_mrs_free(xp_ctx *c);
 
 /* xport_loop.c */
 int xp_cq_drain(xp_ctx *c);

@@ -71,6 +71,7 @@ static void close_start(xp_peer *p, uint64_t now) {
     ucp_request_param_t rp = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
                               .flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0};
     xp_rx_detach(p);
+    xp_rkeys_drop(p);
     void *req = XP_CHECK_PTR(AFD_LOG_INFO, ucp_ep_close_nbx(p->ep, &rp));
     p->close_req = UCS_PTR_IS_PTR(req) ? req : NULL;
     p->state = XP_P_CLOSING;

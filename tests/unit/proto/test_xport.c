@@ -1107,3 +1107,129 @@ Test(xport, both_ends_close_at_once) {
     xp_free(cli.c);
     xp_free(srv.c);
 }
+
+/* ---- RMA ---- */
+
+typedef struct put_state {
+    int puts, flushes, fail;
+    int flush_seen_puts; /* puts completed when the flush callback ran */
+} put_state;
+
+static void put_done(void *arg, int status) {
+    put_state *ps = arg;
+    ps->puts++;
+    ps->fail += status != 0;
+}
+static void flush_done(void *arg, int status) {
+    put_state *ps = arg;
+    ps->flushes++;
+    ps->fail += status != 0;
+    ps->flush_seen_puts = ps->puts;
+}
+
+/* Scattered blocks written with xp_put land at the right offsets, are complete when the
+ * flush callback runs, and a frame sent from there arrives after the data. */
+static void rma_roundtrip(xp_errmode mode) {
+    enum { BLK = 64 << 10, NBLK = 48, NPUT = 12 };
+    xp_opts o = opts_for(mode);
+    side srv, cli;
+    side_init(&srv, "server", &o);
+    side_init(&cli, "client", &o);
+    uint8_t *pool = aligned_alloc(4096, (size_t)BLK * NBLK);
+    memset(pool, 0, (size_t)BLK * NBLK);
+    xp_mr *mr;
+    afd_err err = {0};
+    cr_assert_eq(xp_mr_register(srv.c, pool, (size_t)BLK * NBLK, &mr, &err), 0, "%s", err.msg);
+    size_t klen;
+    const void *key = xp_mr_rkey(mr, &klen);
+    cr_assert_gt(klen, 0);
+    xp_peer *p = connect_ready(&srv, &cli);
+    xp_rkey *rk;
+    cr_assert_eq(xp_rkey_unpack(p, key, klen, &rk), 0);
+    /* the source is registered on the client too (the prefill attnd's own KV pool) */
+    uint8_t *src = aligned_alloc(4096, (size_t)BLK * NPUT);
+    xp_mr *smr;
+    cr_assert_eq(xp_mr_register(cli.c, src, (size_t)BLK * NPUT, &smr, &err), 0, "%s", err.msg);
+    fill(src, (size_t)BLK * NPUT, 7);
+    static const int dst[NPUT] = {3, 40, 0, 17, 47, 9, 22, 5, 31, 12, 46, 28};
+    put_state ps = {0};
+    for (int i = 0; i < NPUT; i++)
+        cr_assert_eq(xp_put(p, src + (size_t)i * BLK, BLK,
+                            (uint64_t)(uintptr_t)(pool + (size_t)dst[i] * BLK), rk, put_done, &ps),
+                     0);
+    cr_assert_eq(xp_flush(p, flush_done, &ps), 0);
+    cr_assert(PUMP_UNTIL(&srv, &cli, ps.flushes, 1, 10000), "no flush completion");
+    cr_assert_eq(ps.fail, 0, "%d puts/flushes failed", ps.fail);
+    cr_assert_eq(ps.flush_seen_puts, NPUT, "flush before its puts: %d of %d", ps.flush_seen_puts,
+                 NPUT);
+    int f0 = srv.frames;
+    wire_hdr h = a2f_hdr(77);
+    static const uint64_t ready = 1;
+    cr_assert_eq(xp_send(p, &h, &ready, sizeof ready, NULL, NULL), 0);
+    cr_assert(PUMP_UNTIL(&srv, &cli, srv.frames, f0 + 1, 5000));
+    for (int i = 0; i < NPUT; i++)
+        cr_assert_eq(memcmp(pool + (size_t)dst[i] * BLK, src + (size_t)i * BLK, BLK), 0,
+                     "block %d (dst %d) differs", i, dst[i]);
+    for (int b = 0; b < NBLK; b++) {
+        bool written = false;
+        for (int i = 0; i < NPUT; i++)
+            written |= dst[i] == b;
+        if (!written)
+            for (size_t k = 0; k < BLK; k++)
+                cr_assert_eq(pool[(size_t)b * BLK + k], 0, "block %d touched", b);
+    }
+    /* the key dies with the peer: no put after close */
+    xp_peer_close(p, "done");
+    cr_assert_neq(xp_put(p, src, 8, (uint64_t)(uintptr_t)pool, rk, NULL, NULL), 0);
+    cr_assert(PUMP_UNTIL(&srv, &cli, cli.downs, 1, 5000));
+    xp_mr_free(cli.c, smr);
+    xp_free(cli.c);
+    xp_mr_free(srv.c, mr);
+    xp_free(srv.c);
+    free(src);
+    free(pool);
+    leak_check();
+}
+
+Test(xport, rma_put_flush_peer_mode) { rma_roundtrip(XP_ERR_PEER); }
+Test(xport, rma_put_flush_none_mode) { rma_roundtrip(XP_ERR_NONE); }
+
+/* Puts in flight when the peer dies complete with an error, never silently. */
+Test(xport, rma_put_to_a_dead_peer_fails) {
+    xp_opts o = opts_for(XP_ERR_PEER);
+    o.peer_timeout_ms = 300, o.heartbeat_ms = 100;
+    side srv, cli;
+    side_init(&srv, "server", &o);
+    side_init(&cli, "client", &o);
+    size_t len = 1u << 20;
+    uint8_t *pool = aligned_alloc(4096, len);
+    xp_mr *mr;
+    afd_err err = {0};
+    cr_assert_eq(xp_mr_register(srv.c, pool, len, &mr, &err), 0, "%s", err.msg);
+    size_t klen;
+    const void *key = xp_mr_rkey(mr, &klen);
+    xp_peer *p = connect_ready(&srv, &cli);
+    xp_rkey *rk;
+    cr_assert_eq(xp_rkey_unpack(p, key, klen, &rk), 0);
+    xp_mr_free(srv.c, mr);
+    xp_free(srv.c); /* the server is gone */
+    srv.c = NULL;
+    uint8_t *src = calloc(1, len);
+    put_state ps = {0};
+    int issued = 0;
+    for (int i = 0; i < 200 && cli.downs == 0; i++) {
+        if (xp_put(p, src, len, (uint64_t)(uintptr_t)pool, rk, put_done, &ps) == 0)
+            issued++;
+        else
+            break;
+        xp_progress(cli.c);
+        usleep(2000);
+    }
+    cr_assert(PUMP_UNTIL(&cli, NULL, cli.downs, 1, 5000), "peer never went down");
+    cr_assert(PUMP_UNTIL(&cli, NULL, ps.puts, issued, 5000), "%d of %d put callbacks", ps.puts,
+              issued);
+    xp_free(cli.c);
+    free(src);
+    free(pool);
+    leak_check();
+}
