@@ -18,6 +18,7 @@ struct at_seq {
     int finish;      /* AT_FIN_* once decided; acted on at the next step boundary */
     afd_rng rng;
     afd_kv_seq kv;
+    bool adopted;    /* prefilled elsewhere: prompt unknown, never recomputed */
     int batch_n;     /* tokens of this sequence in the current batch */
     bool want;       /* its last token in the batch wants logits */
 };
@@ -51,6 +52,8 @@ static void seq_free(at_sched *s, at_seq *q) {
 }
 
 static void seq_end(at_sched *s, at_seq *q) {
+    if (q->r.keep_kv && s->ops.on_kv)
+        s->ops.on_kv(s->ud, q->r.id, q->r.ud, &q->kv);
     if (s->ops.on_finish)
         s->ops.on_finish(s->ud, q->r.id, q->r.ud, q->finish, q->n_out);
     seq_free(s, q);
@@ -118,7 +121,7 @@ static int check_request(const at_sched *s, const at_request *r) {
     const afd_model_config *c = s->e->cfg;
     if (r->n_prompt < 1 || r->max_tokens < 1 || r->n_stop < 0 || r->n_stop > AT_MAX_STOP)
         return -EINVAL;
-    for (int i = 0; i < r->n_prompt; i++)
+    for (int i = 0; r->prompt && i < r->n_prompt; i++)
         if (r->prompt[i] < 0 || r->prompt[i] >= c->vocab)
             return -EINVAL;
     const afd_sampling *sp = &r->sp;
@@ -134,6 +137,8 @@ static int check_request(const at_sched *s, const at_request *r) {
 }
 
 int at_sched_submit(at_sched *s, const at_request *r) {
+    if (!r->prompt)
+        return -EINVAL;
     int rc = check_request(s, r);
     if (rc)
         return rc;
@@ -154,6 +159,52 @@ int at_sched_submit(at_sched *s, const at_request *r) {
     afd_rng_seed(&q->rng, r->sp.seed);
     kv_seq_init(&q->kv);
     s->wait[(s->w_head + s->n_wait++) % MAX_WAITING] = q;
+    return 0;
+}
+
+static bool is_stop(const at_sched *s, const at_seq *q, int32_t tok);
+
+int at_sched_adopt(at_sched *s, const at_request *r, afd_kv_seq *kv, int32_t first, int draws) {
+    int rc = check_request(s, r);
+    if (rc)
+        return rc;
+    if (first < 0 || first >= s->e->cfg->vocab || kv->n_tokens != r->n_prompt || draws < 0 ||
+        kv->n_blocks < kv_blocks_for(&s->e->kv, r->n_prompt))
+        return -EINVAL;
+    if (find(s, r->id))
+        return -EEXIST;
+    if (s->n_run >= s->o.max_seqs && s->n_wait >= MAX_WAITING)
+        return AFD_E_LIMIT;
+    at_seq *q = afd_try_alloc(sizeof *q);
+    int32_t *ctx = afd_try_alloc(((size_t)r->n_prompt + (size_t)r->max_tokens) * sizeof *ctx);
+    if (!q || !ctx) {
+        free(q), free(ctx);
+        return -ENOMEM;
+    }
+    memset(q, 0, sizeof *q);
+    memset(ctx, 0, (size_t)r->n_prompt * sizeof *ctx);
+    q->r = *r;
+    q->r.prompt = NULL;
+    q->ctx = ctx;
+    q->n_ctx = r->n_prompt;
+    q->ctx[q->n_ctx++] = first;
+    q->fed = r->n_prompt;
+    q->n_out = 1;
+    q->adopted = true;
+    afd_rng_seed(&q->rng, r->sp.seed);
+    for (int i = 0; i < draws; i++)
+        afd_rng_next(&q->rng);
+    q->kv = *kv;
+    kv_seq_init(kv);
+    if (is_stop(s, q, first))
+        q->finish = AT_FIN_STOP;
+    else if (q->n_out >= q->r.max_tokens || q->n_ctx >= s->e->cfg->max_pos)
+        q->finish = AT_FIN_LENGTH;
+    if (s->n_run < s->o.max_seqs)
+        s->run[s->n_run++] = q;
+    else
+        s->wait[(s->w_head + s->n_wait++) % MAX_WAITING] = q;
+    s->st.adopted++;
     return 0;
 }
 
@@ -205,10 +256,24 @@ static void admit(at_sched *s) {
     }
 }
 
-/* When every running sequence is stuck for a block, the newest gives its blocks back and
- * returns to the head of the queue; it will recompute its context when readmitted. */
+/* When every running sequence is stuck for a block, the newest that can be recomputed gives
+ * its blocks back and returns to the head of the queue; it will recompute its context when
+ * readmitted. Adopted sequences cannot be recomputed (their prompt is not here): when only
+ * they are left, the newest ends with an error and its blocks free at the next step. */
 static void preempt(at_sched *s) {
-    at_seq *q = s->run[--s->n_run];
+    int i = s->n_run - 1;
+    while (i >= 0 && s->run[i]->adopted)
+        i--;
+    if (i < 0) {
+        at_seq *v = s->run[s->n_run - 1];
+        v->finish = AT_FIN_KV;
+        s->st.kv_evicted++;
+        reap(s);
+        return;
+    }
+    at_seq *q = s->run[i];
+    memmove(s->run + i, s->run + i + 1, (size_t)(s->n_run - i - 1) * sizeof *s->run);
+    s->n_run--;
     s->st.preempted++;
     kv_seq_release(&s->e->kv, &q->kv);
     q->fed = 0;

@@ -30,7 +30,8 @@
 
 #define AT_MAX_STOP 16
 
-enum { AT_FIN_NONE, AT_FIN_STOP, AT_FIN_LENGTH, AT_FIN_CANCELLED, AT_FIN_ERROR };
+/* AT_FIN_KV: an adopted sequence ended because the pool ran out of blocks (see at_sched_adopt) */
+enum { AT_FIN_NONE, AT_FIN_STOP, AT_FIN_LENGTH, AT_FIN_CANCELLED, AT_FIN_ERROR, AT_FIN_KV };
 
 typedef struct at_request {
     uint64_t id;                    /* the caller's sequence id */
@@ -41,6 +42,8 @@ typedef struct at_request {
     int32_t stop_ids[AT_MAX_STOP];
     int n_stop;
     bool ignore_eos;
+    bool keep_kv;                   /* at the end, hand the KV blocks to on_kv (prefill side of
+                                       a handoff) instead of freeing them */
     void *ud;                       /* handed back in callbacks */
 } at_request;
 
@@ -51,6 +54,10 @@ typedef struct at_sched_ops {
     int (*forward)(void *ud, const afd_fwd_batch *b, float *logits);
     void (*on_token)(void *ud, uint64_t id, void *req_ud, const afd_sample *s);
     void (*on_finish)(void *ud, uint64_t id, void *req_ud, int reason, int n_generated);
+    /* keep_kv sequences, just before on_finish: kv holds the blocks of every fed position
+     * (kv->n_tokens). The callee may take them by copying *kv and then kv_seq_init(kv);
+     * whatever is left in kv is freed. Optional. */
+    void (*on_kv)(void *ud, uint64_t id, void *req_ud, afd_kv_seq *kv);
 } at_sched_ops;
 
 typedef struct at_sched_opts {
@@ -63,6 +70,7 @@ typedef struct at_sched_stats {
     int running, waiting, stalled; /* stalled: running but waiting for a KV block */
     uint64_t steps, tokens_in, tokens_out;
     uint64_t preempted, waited; /* preemptions; steps where a sequence had to wait to enter */
+    uint64_t adopted, kv_evicted; /* sequences adopted; adopted ones ended for want of blocks */
     int last_batch;
 } at_sched_stats;
 
@@ -77,6 +85,16 @@ void at_sched_free(at_sched *s); /* running and waiting sequences end as cancell
  * model's context, or the queue is full), -EINVAL (empty prompt, token ids outside the vocab,
  * bad sampling values), -EEXIST (id in use). */
 int at_sched_submit(at_sched *s, const at_request *r);
+/* Adopts a sequence prefilled elsewhere (the decode side of a handoff): kv holds the K/V of
+ * positions 0 .. n_prompt-1 (kv->n_tokens == r->n_prompt; the table is taken over and kv left
+ * empty), first is the token sampled after the prompt (already reported to the client by the
+ * prefill side, so on_token is not called for it; it counts as generated), draws the RNG draws
+ * that sample consumed. r->prompt may be NULL: the prompt is not known here, so an adopted
+ * sequence is never preempted by recompute (when only adopted sequences are stuck for blocks,
+ * the newest ends with AT_FIN_KV). A first token that ends the sequence (stop id,
+ * max_tokens 1) finishes it at the next step. 0, -EINVAL, -EEXIST, AFD_E_LIMIT (batch or queue
+ * full), -ENOMEM; on error kv is untouched. */
+int at_sched_adopt(at_sched *s, const at_request *r, afd_kv_seq *kv, int32_t first, int draws);
 /* Ends a sequence as cancelled at the next step boundary (on_finish then). 0 or -ENOENT. */
 int at_sched_cancel(at_sched *s, uint64_t id);
 /* Runs one step. Returns the number of tokens fed (0 when idle), or a negative code from the

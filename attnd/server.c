@@ -151,7 +151,7 @@ static void on_token(void *ud, uint64_t id, void *req_ud, const afd_sample *s) {
 static const uint8_t finish_of[] = {
     [AT_FIN_NONE] = CTRL_FINISH_ERROR,       [AT_FIN_STOP] = CTRL_FINISH_STOP,
     [AT_FIN_LENGTH] = CTRL_FINISH_LENGTH,    [AT_FIN_CANCELLED] = CTRL_FINISH_CANCELLED,
-    [AT_FIN_ERROR] = CTRL_FINISH_ERROR,
+    [AT_FIN_ERROR] = CTRL_FINISH_ERROR,      [AT_FIN_KV] = CTRL_FINISH_ERROR,
 };
 
 static void seq_unlink(attnd *d, aseq *a) {

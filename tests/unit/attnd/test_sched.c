@@ -46,10 +46,21 @@ static void on_token(void *ud, uint64_t id, void *rud, const afd_sample *smp) {
     w->out[id][w->n_out[id]++] = smp->token;
 }
 
+static afd_kv_seq handed[NSEQ + 1];
+
+/* keep_kv: take the blocks (the prefill side of a handoff) */
+static void on_kv(void *ud, uint64_t id, void *rud, afd_kv_seq *kv) {
+    (void)ud, (void)rud;
+    handed[id] = *kv;
+    kv_seq_init(kv);
+}
+
+static int adopted_first[NSEQ + 1]; /* adopted sequences: tokens not reported (the first) */
+
 static void on_finish(void *ud, uint64_t id, void *rud, int reason, int n) {
     world *w = ud;
     (void)rud;
-    cr_assert_eq(n, w->n_out[id]);
+    cr_assert_eq(n, w->n_out[id] + adopted_first[id]);
     w->fin[id] = reason;
     w->finished++;
 }
@@ -65,7 +76,8 @@ static void open_world(world *w, int kv_blocks, int max_seqs) {
     cr_assert_eq(afd_engine_init(&w->e, be, &w->w, &o, &err), 0, "%s", err.msg);
     cr_assert_eq(afd_runstate_init(&w->rs, &w->e, MAXTOK, NSEQ + 1), 0);
     at_sched_opts so = {.max_seqs = max_seqs, .max_tokens = MAXTOK, .prefill_chunk = 16};
-    at_sched_ops ops = {.forward = fwd, .on_token = on_token, .on_finish = on_finish};
+    at_sched_ops ops = {.forward = fwd, .on_token = on_token, .on_finish = on_finish,
+                        .on_kv = on_kv};
     cr_assert_eq(at_sched_new(&w->s, &w->e, &so, &ops, w), 0);
 }
 
@@ -182,4 +194,87 @@ Test(sched, stop_ids_cancel_and_refusals) {
     at_request big = req(1, false); /* 33 tokens > 16 positions */
     cr_assert_eq(at_sched_submit(w.s, &big), AFD_E_LIMIT);
     close_world(&w);
+}
+
+/* The handoff in one process: prefill on P (max_tokens 1, keep_kv), K/V blocks copied into
+ * blocks of D's pool (what RMA does between daemons), D adopts with the first token: the
+ * tokens equal one instance doing both, greedy and sampled (D skips P's RNG draw). */
+static void handoff_equals_local(bool sampled) {
+    world one, P, D;
+    open_world(&one, 64, NSEQ);
+    open_world(&P, 64, NSEQ);
+    open_world(&D, 64, NSEQ);
+    for (int i = 0; i < NSEQ; i++) {
+        at_request r = req(i, sampled);
+        cr_assert_eq(at_sched_submit(one.s, &r), 0);
+        at_request rp = r;
+        rp.max_tokens = 1, rp.keep_kv = true;
+        cr_assert_eq(at_sched_submit(P.s, &rp), 0);
+    }
+    run_all(&one);
+    memset(handed, 0, sizeof handed);
+    run_all(&P);
+    size_t bb = P.e.kv.layout.block_bytes;
+    cr_assert_eq(bb, D.e.kv.layout.block_bytes);
+    for (int i = 0; i < NSEQ; i++) {
+        cr_assert_eq(P.n_out[i], 1);
+        cr_assert_eq(handed[i].n_tokens, plen[i], "seq %d: %d positions handed", i,
+                     handed[i].n_tokens);
+        afd_kv_seq dk;
+        kv_seq_init(&dk);
+        cr_assert_eq(kv_seq_reserve(&D.e.kv, &dk, plen[i]), 0);
+        for (int b = 0; b < handed[i].n_blocks; b++)
+            memcpy((uint8_t *)D.e.kv.base + (size_t)dk.blocks[b] * bb,
+                   (const uint8_t *)P.e.kv.base + (size_t)handed[i].blocks[b] * bb, bb);
+        dk.n_tokens = plen[i];
+        kv_seq_release(&P.e.kv, &handed[i]);
+        free(handed[i].blocks);
+        at_request r = req(i, sampled);
+        r.prompt = NULL;
+        adopted_first[i] = 1;
+        cr_assert_eq(at_sched_adopt(D.s, &r, &dk, P.out[i][0], sampled ? 1 : 0), 0);
+        cr_assert_eq(dk.n_blocks, 0, "the table was not taken over");
+    }
+    run_all(&D);
+    for (int i = 0; i < NSEQ; i++) {
+        cr_assert_eq(one.out[i][0], P.out[i][0], "seq %d first token", i);
+        cr_assert_eq(D.n_out[i] + 1, one.n_out[i]);
+        for (int t = 0; t < D.n_out[i]; t++)
+            cr_assert_eq(D.out[i][t], one.out[i][t + 1], "seq %d token %d: %d vs %d", i, t + 1,
+                         D.out[i][t], one.out[i][t + 1]);
+        cr_assert_eq(D.fin[i], one.fin[i]);
+    }
+    memset(adopted_first, 0, sizeof adopted_first);
+    close_world(&one);
+    close_world(&P);
+    close_world(&D);
+}
+
+Test(sched, handoff_greedy_equals_local) { handoff_equals_local(false); }
+Test(sched, handoff_sampled_equals_local) { handoff_equals_local(true); }
+
+/* An adopted sequence whose first token already ends it finishes without a step's tokens;
+ * a malformed adoption is refused and leaves the table with the caller. */
+Test(sched, adopt_first_token_ends_and_bad_adoptions) {
+    world D;
+    open_world(&D, 16, NSEQ);
+    afd_kv_seq kv;
+    kv_seq_init(&kv);
+    cr_assert_eq(kv_seq_reserve(&D.e.kv, &kv, 5), 0);
+    kv.n_tokens = 5;
+    at_request r = req(0, false);
+    r.prompt = NULL, r.n_prompt = 5, r.max_tokens = 1;
+    at_request bad = r;
+    bad.n_prompt = 6; /* more positions than the table holds */
+    cr_assert_eq(at_sched_adopt(D.s, &bad, &kv, 7, 0), -EINVAL);
+    cr_assert_eq(at_sched_adopt(D.s, &r, &kv, -1, 0), -EINVAL);
+    cr_assert_eq(at_sched_adopt(D.s, &r, &kv, D.w.cfg.vocab, 0), -EINVAL);
+    cr_assert_gt(kv.n_blocks, 0);
+    adopted_first[0] = 1;
+    cr_assert_eq(at_sched_adopt(D.s, &r, &kv, 7, 0), 0);
+    run_all(&D);
+    cr_assert_eq(D.n_out[0], 0);
+    cr_assert_eq(D.fin[0], AT_FIN_LENGTH);
+    adopted_first[0] = 0;
+    close_world(&D);
 }
