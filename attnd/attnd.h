@@ -4,8 +4,10 @@
  * lm_head) and the paged KV cache, connects to its FFN group (ffnd shards), and serves
  * sequences submitted over the control plane (proto/ctrl.h on proto/xport.h): continuous
  * batching (attnd/sched.h) through the AFD pipeline (attnd/pipeline.h), tokens streamed back
- * as TOKENS, a LOAD report after every step. Role `both` (local chunked prefill) is what runs
- * today; the prefill/decode split with KV handoff is the next part of issue 4.
+ * as TOKENS, a LOAD report after every step. Roles: `both` (local chunked prefill, and either
+ * end of a handoff), `decode` (prompts arrive by KV handoff only: RESERVE, then KV_READY from a
+ * prefill instance) and `prefill` (PREFILL: prompt in, K/V written into a decode instance's
+ * reserved blocks, first token out). docs/attnd.md has the handoff state machine.
  *
  * Threads: one loop thread (control plane, steps, admin HTTP); the backend's pool runs the
  * kernels. Lifetime: attnd_init .. attnd_run (until SIGTERM/SIGINT or DRAIN, then drain) ..
@@ -40,6 +42,11 @@ typedef struct attnd_cfg {
     int f2a_dtype;         /* bf16, fp8, f32: must match the FFN group */
     int err_mode;
     int64_t heartbeat_ms, peer_timeout_ms, drain_timeout_ms;
+    int64_t lease_ms;       /* KV reservations: lease when RESERVE asks for none, and cap */
+    int64_t lease_grace_ms; /* blocks of a dead reservation wait this long before reuse */
+    int handoff;            /* auto (RMA when UCX offers it), rma, am (KV_DATA frames) */
+    bool kv_checksum;       /* checksum handed-off K/V (P computes, D verifies) */
+    char *advertise_addr;   /* data-plane host told to routers (default: listen_addr) */
     int threads;
     char *isa;
     int log_level;

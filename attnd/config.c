@@ -7,6 +7,7 @@ static const char *const roles[] = {"both", "decode", "prefill", NULL};
 static const char *const kv_dtypes[] = {"bf16", "fp8", NULL};
 static const char *const f2a_names[] = {"bf16", "fp8", "f32", NULL};
 static const char *const err_modes[] = {"none", "peer", NULL};
+static const char *const handoffs[] = {"auto", "rma", "am", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 
 #define O(f) offsetof(attnd_cfg, f)
@@ -14,7 +15,8 @@ static const conf_opt opts[] = {
     {.name = "model", CONF_STR, O(model), 0, 0, NULL,
      "checkpoint directory (config.json + safetensors)", .flags = CONF_REQUIRED},
     {.name = "role", CONF_ENUM, O(role), 0, 0, "both",
-     "both (local chunked prefill; the only role served so far), decode or prefill",
+     "both (local chunked prefill, and either end of a handoff), decode (prompts by KV "
+     "handoff only) or prefill (prefill and hand K/V to a decode instance)",
      .choices = roles},
     {.name = "listen_addr", CONF_STR, O(listen_addr), 0, 0, "127.0.0.1",
      "control-plane (UCX) address the router connects to"},
@@ -53,6 +55,19 @@ static const conf_opt opts[] = {
      "a peer silent this long is dropped"},
     {.name = "drain_timeout_ms", CONF_MS, O(drain_timeout_ms), 0, 3600000, "30000",
      "on SIGTERM: time the running sequences get to finish"},
+    {.name = "lease_ms", CONF_MS, O(lease_ms), 10, 3600000, "10000",
+     "KV reservation lease (decode side): a RESERVE not completed by KV_READY within this is "
+     "released; also the cap on what a RESERVE may ask"},
+    {.name = "lease_grace_ms", CONF_MS, O(lease_grace_ms), 0, 3600000, "2000",
+     "blocks of a released or expired reservation stay out of use this long (a late RMA "
+     "write from a slow prefill instance lands in them, not in another sequence)"},
+    {.name = "handoff", CONF_ENUM, O(handoff), 0, 0, "auto",
+     "K/V transfer: auto (RMA put when offered, else KV_DATA frames), rma, am (frames only)",
+     .choices = handoffs},
+    {.name = "kv_checksum", CONF_BOOL, O(kv_checksum), 0, 0, "true",
+     "checksum handed-off K/V (FNV-1a; the decode side verifies before decoding)"},
+    {.name = "advertise_addr", CONF_STR, O(advertise_addr), 0, 0, "",
+     "data-plane host routers and prefill instances dial (default: listen_addr)"},
     {.name = "threads", CONF_INT, O(threads), 0, 1024, "0",
      "compute threads (0: every online CPU)"},
     {.name = "isa", CONF_STR, O(isa), 0, 0, "auto",

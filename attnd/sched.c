@@ -136,6 +136,8 @@ static int check_request(const at_sched *s, const at_request *r) {
     return s->n_wait >= MAX_WAITING ? AFD_E_LIMIT : 0;
 }
 
+int at_sched_check(const at_sched *s, const at_request *r) { return check_request(s, r); }
+
 int at_sched_submit(at_sched *s, const at_request *r) {
     if (!r->prompt)
         return -EINVAL;
@@ -391,4 +393,7 @@ void at_sched_get_stats(const at_sched *s, at_sched_stats *st) {
     *st = s->st;
     st->running = s->n_run;
     st->waiting = s->n_wait;
+    st->ctx_tokens = 0;
+    for (int i = 0; i < s->n_run; i++)
+        st->ctx_tokens += (uint64_t)s->run[i]->n_ctx;
 }

@@ -72,6 +72,7 @@ typedef struct at_sched_stats {
     uint64_t preempted, waited; /* preemptions; steps where a sequence had to wait to enter */
     uint64_t adopted, kv_evicted; /* sequences adopted; adopted ones ended for want of blocks */
     int last_batch;
+    uint64_t ctx_tokens; /* sum of the running sequences' context lengths */
 } at_sched_stats;
 
 typedef struct at_sched at_sched;
@@ -85,6 +86,9 @@ void at_sched_free(at_sched *s); /* running and waiting sequences end as cancell
  * model's context, or the queue is full), -EINVAL (empty prompt, token ids outside the vocab,
  * bad sampling values), -EEXIST (id in use). */
 int at_sched_submit(at_sched *s, const at_request *r);
+/* What at_sched_submit would say of r, without queueing it (r->prompt may be NULL: ids are
+ * then not checked). 0, AFD_E_LIMIT, -EINVAL. */
+int at_sched_check(const at_sched *s, const at_request *r);
 /* Adopts a sequence prefilled elsewhere (the decode side of a handoff): kv holds the K/V of
  * positions 0 .. n_prompt-1 (kv->n_tokens == r->n_prompt; the table is taken over and kv left
  * empty), first is the token sampled after the prompt (already reported to the client by the

@@ -13,76 +13,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "attnd/attnd.h"
-#include "attnd/pipeline.h"
-#include "attnd/sched.h"
-#include "common/backend/backend.h"
+#include "attnd/internal.h"
 #include "common/base/alloc.h"
 #include "common/base/clock.h"
 #include "common/base/log.h"
-#include "common/base/metrics.h"
-#include "common/net/http_admin.h"
 #include "common/net/portfile.h"
-#include "proto/ctrl.h"
-#include "proto/ffn_client.h"
-#include "proto/xport.h"
 
 #ifndef AFD_VERSION
 #define AFD_VERSION "0.1.0"
 #endif
-#define STEP_RING 128
-
-typedef struct cpeer {
-    attnd *d;
-    xp_peer *xp;
-    bool session;
-    wire_hello hello;
-    char name[96];
-    struct cpeer *prev, *next;
-} cpeer;
-
-/* One sequence as the router knows it; the scheduler's request ud. */
-typedef struct aseq {
-    uint64_t id;     /* the scheduler's id (unique in this attnd) */
-    uint64_t seq_id; /* the router's */
-    cpeer *owner;    /* NULL once the router is gone */
-    char req_id[CTRL_REQ_ID_MAX + 1];
-    bool logprobs;
-    int n_top;
-    uint32_t n_prompt;
-    struct aseq *prev, *next;
-} aseq;
-
-struct attnd {
-    attnd_cfg cfg;
-    afd_backend *be;
-    afd_weights w;
-    st_set *set;
-    uint64_t fingerprint;
-    afd_engine e;
-    fc_opts fo;
-    fc_group *ffn;
-    at_pipe pipe;
-    at_sched *sched;
-    xp_ctx *xp;
-    struct event_base *base;
-    struct event *ev_term, *ev_int, *ev_tick;
-    afd_admin *admin;
-    afd_metrics *reg;
-    wire_hello mine;
-    ctrl_limits clim;
-    cpeer *peers;
-    aseq *seqs;
-    uint64_t next_id;
-    bool draining, stopping;
-    int64_t drain_deadline;
-    int data_port, admin_port;
-    double step_ms[STEP_RING];
-    int n_steps_ring;
-    uint64_t last_ffn_retry;
-    afd_metric *m_step, *m_batch, *m_tokens, *m_running, *m_waiting, *m_kv_free, *m_ffn_wait;
-    afd_metric *m_req_ok, *m_req_refused, *m_seq_error;
-};
 
 /* ---- small sends ---------------------------------------------------------------------------- */
 
@@ -91,7 +30,7 @@ static void free_cb(void *arg, int status) {
     free(arg);
 }
 
-static void send_ctrl(attnd *d, cpeer *p, int type, uint64_t req, uint8_t *buf, size_t len) {
+void at_send_ctrl(attnd *d, cpeer *p, int type, uint64_t req, uint8_t *buf, size_t len) {
     wire_hdr h = ctrl_hdr(type, (uint32_t)d->cfg.instance_id, req);
     if (!p->xp || xp_send(p->xp, &h, buf, len, free_cb, buf))
         free(buf);
@@ -104,12 +43,12 @@ static void send_ack(attnd *d, cpeer *p, uint64_t req, uint64_t seq_id, int reas
     uint8_t *buf = xmalloc(CTRL_MSG_MAX + 64);
     size_t len;
     if (ctrl_submit_ack_encode(buf, CTRL_MSG_MAX + 64, &st, &len) == 0)
-        send_ctrl(d, p, WIRE_T_CTRL_SUBMIT_ACK, req, buf, len);
+        at_send_ctrl(d, p, WIRE_T_CTRL_SUBMIT_ACK, req, buf, len);
     else
         free(buf);
 }
 
-static void send_tokens(attnd *d, aseq *a, const ctrl_tokens *t) {
+void at_send_tokens(attnd *d, aseq *a, const ctrl_tokens *t) {
     if (!a->owner)
         return;
     size_t cap = 256 + (size_t)t->n_tok * (8 + (size_t)t->n_top * 8);
@@ -121,7 +60,21 @@ static void send_tokens(attnd *d, aseq *a, const ctrl_tokens *t) {
         free(buf);
         return;
     }
-    send_ctrl(d, a->owner, WIRE_T_CTRL_TOKENS, a->seq_id, buf, len);
+    at_send_ctrl(d, a->owner, WIRE_T_CTRL_TOKENS, a->req, buf, len);
+}
+
+void at_tokens_error(attnd *d, cpeer *owner, uint64_t req, uint64_t seq_id, int code,
+                     uint32_t n_prompt, const char *fmt, ...) {
+    if (!owner)
+        return;
+    aseq tmp = {.seq_id = seq_id, .req = req, .owner = owner};
+    ctrl_tokens t = {.seq_id = seq_id, .finish = CTRL_FINISH_ERROR, .code = code < 0 ? code : -EIO,
+                     .prompt_tokens = n_prompt};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t.msg, sizeof t.msg, fmt, ap);
+    va_end(ap);
+    at_send_tokens(d, &tmp, &t);
 }
 
 /* ---- the scheduler's callbacks ------------------------------------------------------------ */
@@ -135,6 +88,11 @@ static void on_token(void *ud, uint64_t id, void *req_ud, const afd_sample *s) {
     attnd *d = ud;
     aseq *a = req_ud;
     (void)id;
+    afd_metric_inc(d->m_tokens);
+    if (a->pj) {
+        ho_on_first(d, a, s); /* a prefill job's first token goes out with PREFILL_DONE */
+        return;
+    }
     uint32_t tok = (uint32_t)s->token;
     float lp = s->logprob;
     ctrl_cand top[AFD_MAX_LOGPROBS];
@@ -144,8 +102,14 @@ static void on_token(void *ud, uint64_t id, void *req_ud, const afd_sample *s) {
     ctrl_tokens t = {.seq_id = a->seq_id, .n_tok = 1, .has_logprobs = a->logprobs,
                      .n_top = (uint8_t)n_top, .ids = &tok, .logprobs = a->logprobs ? &lp : NULL,
                      .top = n_top ? top : NULL};
-    send_tokens(d, a, &t);
-    afd_metric_inc(d->m_tokens);
+    at_send_tokens(d, a, &t);
+}
+
+static void on_kv(void *ud, uint64_t id, void *req_ud, afd_kv_seq *kv) {
+    aseq *a = req_ud;
+    (void)id;
+    if (a->pj)
+        ho_on_kv(ud, a, kv);
 }
 
 static const uint8_t finish_of[] = {
@@ -154,7 +118,15 @@ static const uint8_t finish_of[] = {
     [AT_FIN_ERROR] = CTRL_FINISH_ERROR,      [AT_FIN_KV] = CTRL_FINISH_ERROR,
 };
 
-static void seq_unlink(attnd *d, aseq *a) {
+void at_seq_link(attnd *d, aseq *a) {
+    a->prev = NULL;
+    a->next = d->seqs;
+    if (d->seqs)
+        d->seqs->prev = a;
+    d->seqs = a;
+}
+
+void at_seq_unlink(attnd *d, aseq *a) {
     if (a->prev)
         a->prev->next = a->next;
     else
@@ -167,17 +139,28 @@ static void on_finish(void *ud, uint64_t id, void *req_ud, int reason, int n) {
     attnd *d = ud;
     aseq *a = req_ud;
     (void)id;
+    if (a->pj) {
+        ho_on_prefill_end(d, a, reason);
+        at_seq_unlink(d, a);
+        free(a);
+        return;
+    }
     ctrl_tokens t = {.seq_id = a->seq_id, .finish = finish_of[reason],
                      .prompt_tokens = a->n_prompt, .completion_tokens = (uint32_t)n};
     if (reason == AT_FIN_ERROR) {
         t.code = AFD_E_PEER;
         snprintf(t.msg, sizeof t.msg, "the FFN group failed during this sequence's step");
         afd_metric_inc(d->m_seq_error);
+    } else if (reason == AT_FIN_KV) {
+        t.code = AFD_E_LIMIT;
+        snprintf(t.msg, sizeof t.msg, "KV cache exhausted: a handed-off sequence cannot be "
+                                      "recomputed here");
+        afd_metric_inc(d->m_seq_error);
     }
-    send_tokens(d, a, &t);
+    at_send_tokens(d, a, &t);
     log_info("seq %llu (req %s) finished: %s after %d tokens", (unsigned long long)a->seq_id,
              a->req_id, ctrl_finish_name(t.finish), n);
-    seq_unlink(d, a);
+    at_seq_unlink(d, a);
     free(a);
 }
 
@@ -199,7 +182,39 @@ static aseq *find_seq(attnd *d, const cpeer *p, uint64_t seq_id) {
     return NULL;
 }
 
+void at_request_from_wire(at_request *r, const ctrl_sampling *s, uint64_t default_seed) {
+    r->max_tokens = (int)s->max_tokens;
+    r->ignore_eos = s->ignore_eos;
+    afd_sampling_default(&r->sp);
+    r->sp.temperature = s->temperature, r->sp.top_p = s->top_p;
+    r->sp.top_k = s->top_k > 0 ? s->top_k : 0;
+    r->sp.seed = s->has_seed ? s->seed : default_seed;
+    r->sp.n_logprobs = s->logprobs ? s->top_logprobs : -1;
+    r->n_stop = (int)(s->n_stop < AT_MAX_STOP ? s->n_stop : AT_MAX_STOP);
+    for (int i = 0; i < r->n_stop; i++)
+        r->stop_ids[i] = (int32_t)s->stop[i];
+}
+
+aseq *at_seq_new(attnd *d, cpeer *owner, uint64_t seq_id, uint64_t req, const char *req_id,
+                 const ctrl_sampling *s, uint32_t n_prompt) {
+    aseq *a = afd_try_alloc(sizeof *a);
+    if (!a)
+        return NULL;
+    memset(a, 0, sizeof *a);
+    a->id = ++d->next_id, a->seq_id = seq_id, a->req = req, a->owner = owner;
+    a->n_prompt = n_prompt;
+    a->logprobs = s->logprobs, a->n_top = s->top_logprobs;
+    snprintf(a->req_id, sizeof a->req_id, "%s", req_id);
+    return a;
+}
+
 static int on_submit(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_submit *m) {
+    if (d->cfg.role != 0) {
+        send_ack(d, p, h->step, m->seq_id, CTRL_R_ROLE,
+                 d->cfg.role == 1 ? "decode instance: prompts come by handoff (RESERVE)"
+                                  : "prefill instance: send PREFILL");
+        return 0;
+    }
     if (d->draining) {
         afd_metric_inc(d->m_req_refused);
         send_ack(d, p, h->step, m->seq_id, CTRL_R_DRAINING, "attnd is draining");
@@ -210,7 +225,7 @@ static int on_submit(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_submit *m
         return 0;
     }
     int32_t *prompt = afd_try_alloc((size_t)m->n_prompt * sizeof *prompt);
-    aseq *a = afd_try_alloc(sizeof *a);
+    aseq *a = at_seq_new(d, p, m->seq_id, h->step, m->req_id, &m->s, m->n_prompt);
     if (!prompt || !a) {
         free(prompt), free(a);
         send_ack(d, p, h->step, m->seq_id, CTRL_R_BUSY, "out of memory");
@@ -218,20 +233,8 @@ static int on_submit(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_submit *m
     }
     for (uint32_t i = 0; i < m->n_prompt; i++)
         prompt[i] = (int32_t)m->prompt[i];
-    memset(a, 0, sizeof *a);
-    a->id = ++d->next_id, a->seq_id = m->seq_id, a->owner = p, a->n_prompt = m->n_prompt;
-    a->logprobs = m->s.logprobs, a->n_top = m->s.top_logprobs;
-    snprintf(a->req_id, sizeof a->req_id, "%s", m->req_id);
-    at_request r = {.id = a->id, .prompt = prompt, .n_prompt = (int)m->n_prompt,
-                    .max_tokens = (int)m->s.max_tokens, .ignore_eos = m->s.ignore_eos, .ud = a};
-    afd_sampling_default(&r.sp);
-    r.sp.temperature = m->s.temperature, r.sp.top_p = m->s.top_p;
-    r.sp.top_k = m->s.top_k > 0 ? m->s.top_k : 0;
-    r.sp.seed = m->s.has_seed ? m->s.seed : a->id;
-    r.sp.n_logprobs = m->s.logprobs ? m->s.top_logprobs : -1;
-    r.n_stop = (int)(m->s.n_stop < AT_MAX_STOP ? m->s.n_stop : AT_MAX_STOP);
-    for (int i = 0; i < r.n_stop; i++)
-        r.stop_ids[i] = (int32_t)m->s.stop[i];
+    at_request r = {.id = a->id, .prompt = prompt, .n_prompt = (int)m->n_prompt, .ud = a};
+    at_request_from_wire(&r, &m->s, a->id);
     int rc = at_sched_submit(d->sched, &r);
     free(prompt);
     if (rc) {
@@ -243,15 +246,44 @@ static int on_submit(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_submit *m
         send_ack(d, p, h->step, m->seq_id, refuse_reason(rc), why);
         return 0;
     }
-    a->next = d->seqs;
-    if (d->seqs)
-        d->seqs->prev = a;
-    d->seqs = a;
+    at_seq_link(d, a);
     afd_metric_inc(d->m_req_ok);
     send_ack(d, p, h->step, m->seq_id, CTRL_OK, "");
     log_info("seq %llu (req %s) accepted: %u prompt tokens, max %u", (unsigned long long)m->seq_id,
              a->req_id, m->n_prompt, m->s.max_tokens);
     return 0;
+}
+
+static int on_router_msg(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_msg *m) {
+    switch (m->type) {
+    case WIRE_T_CTRL_SUBMIT:
+        return on_submit(d, p, h, &m->u.submit);
+    case WIRE_T_CTRL_CANCEL: {
+        aseq *a = find_seq(d, p, m->u.cancel.seq_id);
+        if (a)
+            at_sched_cancel(d->sched, a->id);
+        else
+            ho_on_cancel(d, p, m->u.cancel.seq_id);
+        return 0;
+    }
+    case WIRE_T_CTRL_DRAIN:
+        d->draining = !m->u.drain.resume;
+        d->drain_deadline = m->u.drain.deadline_ms
+                                ? (int64_t)afd_now_ns() + (int64_t)m->u.drain.deadline_ms * 1000000
+                                : 0;
+        log_info("%s by %s", d->draining ? "draining" : "drain ended", p->name);
+        return 0;
+    case WIRE_T_CTRL_RESERVE:
+        return ho_on_reserve(d, p, h, &m->u.reserve);
+    case WIRE_T_CTRL_PREFILL:
+        return ho_on_prefill(d, p, h, &m->u.prefill);
+    case WIRE_T_CTRL_RELEASE:
+        return ho_on_release(d, p, &m->u.release);
+    default:
+        log_warn("control peer %s: %s is not served by this attnd", p->name,
+                 ctrl_type_name(m->type));
+        return 0;
+    }
 }
 
 static int on_ctrl(attnd *d, cpeer *p, const wire_hdr *h, const uint8_t *pl, size_t len) {
@@ -262,42 +294,30 @@ static int on_ctrl(attnd *d, cpeer *p, const wire_hdr *h, const uint8_t *pl, siz
                  wire_strerror(rc));
         return -1;
     }
-    switch (m.type) {
-    case WIRE_T_CTRL_SUBMIT:
-        return on_submit(d, p, h, &m.u.submit);
-    case WIRE_T_CTRL_CANCEL: {
-        aseq *a = find_seq(d, p, m.u.cancel.seq_id);
-        if (a)
-            at_sched_cancel(d->sched, a->id);
-        return 0;
-    }
-    case WIRE_T_CTRL_DRAIN:
-        d->draining = !m.u.drain.resume;
-        d->drain_deadline = m.u.drain.deadline_ms
-                                ? (int64_t)afd_now_ns() + (int64_t)m.u.drain.deadline_ms * 1000000
-                                : 0;
-        log_info("%s by %s", d->draining ? "draining" : "drain ended", p->name);
-        return 0;
-    default:
-        log_warn("control peer %s: %s is not served by this attnd (role both)", p->name,
-                 ctrl_type_name(m.type));
-        return 0;
-    }
+    return p->kind == CP_ROUTER ? on_router_msg(d, p, h, &m) : ho_on_frame(d, p, &m);
+}
+
+static const uint8_t ctrl_role[] = {CTRL_ROLE_BOTH, CTRL_ROLE_DECODE, CTRL_ROLE_PREFILL};
+
+static const char *advertised(const attnd *d) {
+    return d->cfg.advertise_addr && d->cfg.advertise_addr[0] ? d->cfg.advertise_addr
+                                                             : d->cfg.listen_addr;
 }
 
 static void send_register(attnd *d, cpeer *p) {
-    ctrl_register r = {.instance_id = (uint32_t)d->cfg.instance_id, .role = CTRL_ROLE_BOTH,
+    ctrl_register r = {.instance_id = (uint32_t)d->cfg.instance_id,
+                       .role = ctrl_role[d->cfg.role],
                        .kv_blocks = (uint32_t)d->e.kv.n_blocks,
                        .block_size = (uint32_t)d->e.kv.layout.block_size,
                        .max_batch = (uint32_t)d->cfg.max_seqs,
                        .max_context = (uint32_t)d->w.cfg.max_pos,
                        .port = (uint16_t)d->data_port};
-    snprintf(r.host, sizeof r.host, "%s", d->cfg.listen_addr);
+    snprintf(r.host, sizeof r.host, "%s", advertised(d));
     snprintf(r.model, sizeof r.model, "%s", d->w.cfg.model_type);
     uint8_t *buf = xmalloc(1024);
     size_t len;
     if (ctrl_register_encode(buf, 1024, &r, &len) == 0)
-        send_ctrl(d, p, WIRE_T_CTRL_REGISTER, 0, buf, len);
+        at_send_ctrl(d, p, WIRE_T_CTRL_REGISTER, 0, buf, len);
     else
         free(buf);
 }
@@ -309,13 +329,19 @@ static int on_hello(attnd *d, cpeer *p, const wire_hdr *h, const uint8_t *pl, si
         snprintf(why, sizeof why, "expected a valid HELLO");
     else
         status = wire_hello_check(&d->mine, &p->hello, why, sizeof why);
+    if (status == WIRE_REFUSE_NONE && p->hello.role != WIRE_ROLE_ROUTER &&
+        p->hello.role != WIRE_ROLE_ATTND) {
+        status = WIRE_REFUSE_ROLE;
+        snprintf(why, sizeof why, "an attnd's control port takes routers and attnds, not %s",
+                 wire_role_name(p->hello.role));
+    }
     wire_hello ack = d->mine;
     ack.status = (uint8_t)status;
     snprintf(ack.reason, sizeof ack.reason, "%s", why);
     uint8_t *buf = xmalloc(WIRE_HELLO_MAX);
     size_t n;
     if (wire_hello_encode(buf, WIRE_HELLO_MAX, &ack, &n) == 0)
-        send_ctrl(d, p, WIRE_T_HELLO_ACK, 0, buf, n);
+        at_send_ctrl(d, p, WIRE_T_HELLO_ACK, 0, buf, n);
     else
         free(buf);
     if (status != WIRE_REFUSE_NONE) {
@@ -323,14 +349,18 @@ static int on_hello(attnd *d, cpeer *p, const wire_hdr *h, const uint8_t *pl, si
         xp_peer_close(p->xp, why);
         return 0;
     }
+    bool attnd_peer = p->hello.role == WIRE_ROLE_ATTND;
     wire_limits wl;
-    ctrl_wire_limits(&d->clim, CTRL_TYPES_TO_ATTND, &wl);
+    ctrl_wire_limits(&d->clim, attnd_peer ? CTRL_TYPES_HANDOFF : CTRL_TYPES_TO_ATTND, &wl);
     xp_peer_set_limits(p->xp, &wl);
-    p->session = true;
+    p->kind = attnd_peer ? CP_HANDOFF_IN : CP_ROUTER;
     snprintf(p->name, sizeof p->name, "%s/%s#%u", xp_peer_name(p->xp), p->hello.name,
              p->hello.instance_id);
     log_info("control peer %s connected (%s)", p->name, wire_role_name(p->hello.role));
-    send_register(d, p);
+    if (attnd_peer)
+        ho_on_hello_in(d, p);
+    else
+        send_register(d, p);
     return 0;
 }
 
@@ -339,28 +369,50 @@ static int on_frame(void *ud, xp_peer *xp, const wire_hdr *h, const uint8_t *pl,
     cpeer *p = xp_peer_ud(xp);
     if (!p)
         return -1;
-    return p->session ? on_ctrl(d, p, h, pl, len) : on_hello(d, p, h, pl, len);
+    switch (p->kind) {
+    case CP_PENDING: return on_hello(d, p, h, pl, len);
+    case CP_DLINK: return ho_on_dlink_frame(d, p, h, pl, len);
+    default: return on_ctrl(d, p, h, pl, len);
+    }
+}
+
+cpeer *at_cpeer_new(attnd *d, xp_peer *xp, int kind) {
+    cpeer *p = xcalloc(1, sizeof *p);
+    p->d = d, p->xp = xp, p->kind = kind;
+    snprintf(p->name, sizeof p->name, "%s", xp_peer_name(xp));
+    xp_peer_set_ud(xp, p);
+    p->next = d->peers;
+    if (d->peers)
+        d->peers->prev = p;
+    d->peers = p;
+    return p;
+}
+
+void at_cpeer_free(attnd *d, cpeer *p) {
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        d->peers = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    if (p->xp)
+        xp_peer_set_ud(p->xp, NULL);
+    free(p);
 }
 
 static int on_accept(void *ud, xp_peer *xp) {
     attnd *d = ud;
     if (d->stopping)
         return -1;
-    cpeer *p = xcalloc(1, sizeof *p);
-    p->d = d, p->xp = xp;
-    snprintf(p->name, sizeof p->name, "%s", xp_peer_name(xp));
-    xp_peer_set_ud(xp, p);
+    at_cpeer_new(d, xp, CP_PENDING);
     wire_limits hs;
     wire_limits_handshake(&hs);
     xp_peer_set_limits(xp, &hs);
-    p->next = d->peers;
-    if (d->peers)
-        d->peers->prev = p;
-    d->peers = p;
     return 0;
 }
 
-/* A router that goes away cancels its sequences (their blocks free at the next step). */
+/* A router that goes away cancels its sequences (their blocks free at the next step) and
+ * its reservations; a decode or prefill peer's handoffs fail (handoff.c). */
 static void on_down(void *ud, xp_peer *xp, int reason, const char *why) {
     attnd *d = ud;
     cpeer *p = xp_peer_ud(xp);
@@ -371,19 +423,15 @@ static void on_down(void *ud, xp_peer *xp, int reason, const char *why) {
     for (aseq *a = d->seqs; a; a = a->next)
         if (a->owner == p) {
             a->owner = NULL;
-            at_sched_cancel(d->sched, a->id);
-            n++;
+            if (!a->pj) {
+                at_sched_cancel(d->sched, a->id);
+                n++;
+            }
         }
+    ho_on_peer_down(d, p);
     log_info("control peer %s gone (%s): %d sequences cancelled", p->name, why ? why : "closed",
              n);
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        d->peers = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-    xp_peer_set_ud(xp, NULL);
-    free(p);
+    at_cpeer_free(d, p);
 }
 
 /* ---- LOAD and metrics ------------------------------------------------------------------------ */
@@ -400,7 +448,7 @@ static void send_load(attnd *d, double last_ms, int batch) {
     int n = d->n_steps_ring < STEP_RING ? d->n_steps_ring : STEP_RING;
     memcpy(sorted, d->step_ms, (size_t)n * sizeof *sorted);
     qsort(sorted, (size_t)n, sizeof *sorted, cmp_d);
-    ctrl_load l = {.instance_id = (uint32_t)d->cfg.instance_id, .role = CTRL_ROLE_BOTH,
+    ctrl_load l = {.instance_id = (uint32_t)d->cfg.instance_id, .role = ctrl_role[d->cfg.role],
                    .draining = d->draining, .micro_batches = (uint16_t)d->cfg.micro_batches,
                    .step = st.steps, .running = (uint32_t)st.running,
                    .waiting = (uint32_t)st.waiting, .batch_tokens = (uint32_t)batch,
@@ -408,16 +456,19 @@ static void send_load(attnd *d, double last_ms, int batch) {
                    .p50_step_us = n ? (uint32_t)(sorted[n / 2] * 1e3) : 0,
                    .p99_step_us = n ? (uint32_t)(sorted[(int)((n - 1) * 0.99)] * 1e3) : 0,
                    .kv_blocks_free = (uint32_t)d->e.kv.n_free,
+                   .kv_blocks_reserved = (uint32_t)d->resv_blocks,
+                   .reservations = (uint32_t)d->n_resv_open,
+                   .ctx_tokens = st.ctx_tokens,
                    .kv_blocks_total = (uint32_t)d->e.kv.n_blocks,
                    .block_size = (uint32_t)d->e.kv.layout.block_size,
                    .tokens_per_s = last_ms > 0 ? (float)(st.running * 1e3 / last_ms) : 0};
     for (cpeer *p = d->peers; p; p = p->next) {
-        if (!p->session)
+        if (p->kind != CP_ROUTER)
             continue;
         uint8_t *buf = xmalloc(256);
         size_t len;
         if (ctrl_load_encode(buf, 256, &l, &len) == 0)
-            send_ctrl(d, p, WIRE_T_CTRL_LOAD, 0, buf, len);
+            at_send_ctrl(d, p, WIRE_T_CTRL_LOAD, 0, buf, len);
         else
             free(buf);
     }
@@ -446,7 +497,8 @@ static void metrics_init(attnd *d) {
     d->m_req_refused = afd_metrics_counter(r, "afd_attnd_requests_total", req, "result",
                                            "refused", NULL);
     d->m_seq_error = afd_metrics_counter(r, "afd_attnd_sequence_errors_total",
-                                         "sequences ended by an FFN failure", NULL);
+                                         "sequences ended by an error (FFN failure, KV)", NULL);
+    ho_metrics_init(d);
     afd_metrics_add_process(r, AFD_VERSION);
 }
 
@@ -544,6 +596,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     attnd *d = arg;
     if (d->ffn)
         fc_progress(d->ffn); /* heartbeats with the FFN group while idle */
+    ho_tick(d);
+    if (at_sched_idle(d->sched))
+        send_load(d, 0, 0); /* the router sees freed capacity without a step */
     event_base_loopbreak(d->base);
 }
 
@@ -569,22 +624,21 @@ static int open_ctrl(attnd *d, afd_err *err) {
     xo.err_mode = c->err_mode ? XP_ERR_PEER : XP_ERR_NONE;
     xo.instance_id = (uint32_t)c->instance_id;
     xo.heartbeat_ms = (int)c->heartbeat_ms, xo.peer_timeout_ms = (int)c->peer_timeout_ms;
-    xo.rx_bufs = 2, xo.rx_buf_size = ctrl_max_payload(&d->clim, CTRL_TYPES_TO_ATTND);
+    xo.rx_bufs = 2;
+    xo.rx_buf_size = ctrl_max_payload(&d->clim, CTRL_TYPES_TO_ATTND | CTRL_TYPES_HANDOFF);
     xp_handlers hd = {.on_accept = on_accept, .on_frame = on_frame, .on_down = on_down};
     int rc = xp_init(&d->xp, &xo, &hd, d, err);
     if (!rc)
         rc = xp_listen(d->xp, c->listen_addr, c->listen_port, &d->data_port, err);
     if (!rc)
         rc = xp_attach(d->xp, d->base, 0);
+    if (!rc)
+        rc = ho_init(d, err);
     return rc;
 }
 
 int attnd_init(attnd **out, const attnd_cfg *cfg, afd_err *err) {
     *out = NULL;
-    if (cfg->role != 0)
-        return afd_errf(err, AFD_E_UNSUPPORTED,
-                        "role %s: only role both (local prefill) is served so far",
-                        cfg->role == 1 ? "decode" : "prefill");
     attnd *d = xcalloc(1, sizeof *d);
     d->cfg = *cfg;
     d->base = event_base_new();
@@ -600,7 +654,8 @@ int attnd_init(attnd **out, const attnd_cfg *cfg, afd_err *err) {
     if (!rc) {
         at_sched_opts so = {.max_seqs = cfg->max_seqs, .max_tokens = cfg->max_batch_tokens,
                             .prefill_chunk = cfg->prefill_chunk};
-        at_sched_ops ops = {.forward = forward, .on_token = on_token, .on_finish = on_finish};
+        at_sched_ops ops = {.forward = forward, .on_token = on_token, .on_finish = on_finish,
+                            .on_kv = on_kv};
         rc = at_sched_new(&d->sched, &d->e, &so, &ops, d);
     }
     if (!rc) {
@@ -630,9 +685,10 @@ int attnd_init(attnd **out, const attnd_cfg *cfg, afd_err *err) {
         attnd_free(d);
         return rc;
     }
-    log_info("attnd ready: %s, FFN group of %d shard(s), %d micro-batches, %d KV blocks of %d, "
+    log_info("attnd ready: role %s, %s, FFN group of %d shard(s), %d micro-batches, %d KV blocks of %d, "
              "control %s:%d, admin %s:%d",
-             cfg->model, cfg->n_ffn, cfg->micro_batches, d->e.kv.n_blocks, cfg->block_size,
+             ((const char *[]){"both", "decode", "prefill"})[cfg->role], cfg->model, cfg->n_ffn,
+             cfg->micro_batches, d->e.kv.n_blocks, cfg->block_size,
              cfg->listen_addr, d->data_port, cfg->admin_addr, d->admin_port);
     *out = d;
     return 0;
@@ -663,19 +719,25 @@ static void step_once(attnd *d) {
     send_load(d, ms, n);
 }
 
+/* Nothing to wait for: no sequence, no open reservation, no prefill job. */
+static bool all_idle(const attnd *d) {
+    return at_sched_idle(d->sched) && d->n_resv_open == 0 && !d->pjobs;
+}
+
 int attnd_run(attnd *d) {
     for (;;) {
-        bool idle = at_sched_idle(d->sched);
+        bool idle = all_idle(d);
         if (d->stopping && (idle || (int64_t)afd_now_ns() > d->drain_deadline))
             break;
-        if (!idle) {
+        if (!at_sched_idle(d->sched)) {
             step_once(d);
+            ho_tick(d);
             event_base_loop(d->base, EVLOOP_NONBLOCK);
         } else {
             event_base_loop(d->base, EVLOOP_ONCE);
         }
     }
-    bool clean = at_sched_idle(d->sched);
+    bool clean = all_idle(d);
     log_info("attnd drained %s", clean ? "cleanly" : "(deadline: running sequences cancelled)");
     return clean ? 0 : -ETIMEDOUT;
 }
@@ -684,6 +746,7 @@ void attnd_free(attnd *d) {
     if (!d)
         return;
     at_sched_free(d->sched); /* what still runs ends as cancelled (TOKENS sent) */
+    ho_free(d);
     afd_admin_free(d->admin);
     if (d->ev_term)
         event_free(d->ev_term);
