@@ -212,6 +212,21 @@ static void retire_pending(sla_inst *in, sla_req *r) {
     r->pending = false;
     in->grow_tokens += r->grow_tokens;
     in->grow_blocks += r->grow_blocks;
+    if (r->n_out == 0)
+        in->pf_counted++;
+}
+
+/* The step a report describes: decode sequences are the running ones past their first token
+ * (the router knows which of its requests are still in prefill) plus those that finished in
+ * the step; the rest of the step's tokens were prefill. */
+static void fit_report(sla_inst *in, const ctrl_load *l) {
+    int64_t dec = (int64_t)l->running - in->pf_counted + in->dep_n;
+    if (dec < 0)
+        dec = 0;
+    if (dec > l->batch_tokens)
+        dec = l->batch_tokens;
+    sla_model_update(&in->model, (double)dec, (double)l->ctx_tokens,
+                     (double)(l->batch_tokens - dec), l->last_step_us * 1e3);
 }
 
 int sla_report(sla *s, sla_inst *in, const ctrl_load *l, uint64_t now) {
@@ -222,17 +237,14 @@ int sla_report(sla *s, sla_inst *in, const ctrl_load *l, uint64_t now) {
     if ((uint64_t)l->kv_blocks_free + l->kv_blocks_reserved > l->kv_blocks_total)
         return AFD_E_FORMAT;
     bool new_step = !in->have_report || l->step != in->last.step;
-    if (new_step && l->last_step_us > 0 && l->batch_tokens > 0) {
-        double b = l->running < l->batch_tokens ? l->running : l->batch_tokens;
-        sla_model_update(&in->model, b, (double)l->ctx_tokens, l->batch_tokens - b,
-                         l->last_step_us * 1e3);
-    }
-    in->last = *l;
-    in->have_report = true;
-    in->t_report = now;
     for (sla_req *r = in->live; r && in->n_acked; r = r->next)
         if (r->pending && r->acked)
             retire_pending(in, r);
+    if (new_step && l->last_step_us > 0 && l->batch_tokens > 0)
+        fit_report(in, l);
+    in->last = *l;
+    in->have_report = true;
+    in->t_report = now;
     in->dep_n = 0;
     in->dep_ctx = in->dep_blocks = 0;
     return 0;
@@ -271,8 +283,9 @@ void sla_inst_predict(const sla *s, const sla_inst *in, uint32_t p, uint32_t max
     o->batch = e.batch + 1;
     o->ctx = base + p + (worst ? max : max / 2);
     double step = sla_model_predict(&in->model, o->batch, (double)o->ctx, 0);
-    if (s->c.prefill_chunk > 0) {
-        uint32_t chunk = p < (uint32_t)s->c.prefill_chunk ? p : (uint32_t)s->c.prefill_chunk;
+    if (s->c.prefill_chunk > 0) { /* a step carrying prefill: ours and what is still queued */
+        uint64_t pf = in->pf_tokens + p;
+        double chunk = (double)(pf < (uint64_t)s->c.prefill_chunk ? pf : (uint64_t)s->c.prefill_chunk);
         double pre = sla_model_predict(&in->model, o->batch, (double)(base + p), chunk);
         step = pre > step ? pre : step;
     }
@@ -348,6 +361,7 @@ static void admit(sla *s, sla_req *r, sla_inst *in, uint64_t now, sla_event *ev)
     in->pend_ctx += r->prompt_len;
     in->pend_grow += r->max_tokens;
     in->pend_blocks += r->res_blocks;
+    in->pf_tokens += r->prompt_len;
     list_push(&in->live, r);
     in->n_live++;
     s->n.admitted++;
@@ -475,6 +489,11 @@ static void regrow(sla_req *r) {
 void sla_req_tokens(sla *s, sla_req *r, uint32_t n, uint64_t now) {
     if (r->state != SLA_RS_RUNNING || n == 0)
         return;
+    if (r->n_out == 0 && r->inst) { /* prefill done */
+        r->inst->pf_tokens -= r->prompt_len;
+        if (!r->pending)
+            r->inst->pf_counted--;
+    }
     sla_stats_tokens(s, r, n, now);
     sla_req_ack(s, r, now);
     regrow(r);
@@ -484,6 +503,11 @@ void sla_req_tokens(sla *s, sla_req *r, uint32_t n, uint64_t now) {
 static void detach(sla_inst *in, sla_req *r) {
     list_del(&in->live, r);
     in->n_live--;
+    if (r->n_out == 0) {
+        in->pf_tokens -= r->prompt_len;
+        if (!r->pending)
+            in->pf_counted--;
+    }
     if (r->pending) {
         if (r->acked)
             in->n_acked--;

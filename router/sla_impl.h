@@ -51,6 +51,10 @@ struct sla_inst {
     uint64_t dep_ctx, dep_blocks;
     /* outstanding growth of the requests a report counts */
     uint64_t grow_tokens, grow_blocks;
+    /* requests without a first token (waiting or in prefill): those a report counts, and the
+     * prompt tokens of all of them */
+    uint32_t pf_counted;
+    uint64_t pf_tokens;
 };
 
 typedef struct sla_metric_set {

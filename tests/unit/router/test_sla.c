@@ -287,6 +287,24 @@ Test(sla_admit, prefill_step_is_checked) {
     cr_assert_not_null(sla_pick(s, &shortp, 1 * MS)); /* 35.5 + 5 = 40.5 ms */
     cr_assert_null(sla_pick(s, &longp, 1 * MS));
     sla_free(s);
+    /* prompts still in prefill make every coming step carry a full chunk */
+    s = sla_init(&c);
+    sla_inst *in = mkinst(s, 1, 40, 0);
+    sla_pred p;
+    sla_inst_predict(s, in, 10, 10, 1 * MS, &p);
+    cr_assert(fabs(p.step_ns - 26.0e6) < 1, "no backlog: %g", p.step_ns); /* 5 + 20.5 + 0.5 */
+    sla_event ev;
+    cr_assert_eq(submit(s, &longp, 1 * MS, &ev), SLA_EV_ADMIT); /* 25.5 + 12.8 = 38.3 ms */
+    sla_inst_predict(s, in, 10, 10, 1 * MS, &p);
+    cr_assert(fabs(p.step_ns - 38.8e6) < 1, "backlog: %g", p.step_ns); /* 5 + 21 + 12.8 */
+    sla_req_ack(s, &longp, 2 * MS);
+    ctrl_load l = mkload(1, 41, 2);
+    cr_assert_eq(sla_report(s, in, &l, 3 * MS), 0);
+    sla_req_tokens(s, &longp, 1, 4 * MS); /* its prefill is done */
+    sla_inst_predict(s, in, 10, 10, 4 * MS, &p);
+    cr_assert(fabs(p.step_ns - 26.5e6) < 1, "backlog gone: %g", p.step_ns);
+    sla_req_finish(s, &longp, 5 * MS, SLA_END_CANCELLED);
+    sla_free(s);
 }
 
 Test(sla_admit, worst_case_context_is_more_conservative) {
