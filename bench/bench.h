@@ -17,6 +17,8 @@ int bench_kernels(int argc, char **argv);
 int bench_decode(int argc, char **argv);
 /* bench/link.c: A2F+F2A round trip through ffnd vs a bare UCP ping-pong (link_raw.c). */
 int bench_link(int argc, char **argv);
+/* bench/serve.c: open-loop load on an OpenAI-compatible streaming server (TTFT, TPOT, goodput). */
+int bench_serve(int argc, char **argv);
 /* bench/profile.c: the afd-profile v1 file afd-plan reads (docs/planning.md §4). */
 int bench_profile(int argc, char **argv);
 

@@ -30,6 +30,9 @@ static const bench_cmd commands[] = {
     {"profile", bench_profile,
      "measured attention/FFN/link times of a model on this machine: the profile\n"
      "                `afd-plan plan --profile` reads (docs/planning.md section 4)"},
+    {"serve", bench_serve,
+     "open-loop load on an OpenAI-compatible server (the router): TTFT, TPOT, E2E\n"
+     "                percentiles, tokens/s, 429/503 rejections, goodput at a TPOT SLA"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
@@ -45,7 +48,8 @@ static void usage(FILE *out) {
                  "  afd-bench kernels --quick | tail -1 | jq .matmul_b1_bf16_frac\n"
                  "  afd-bench link --quick | tail -1 | jq .link_ratio_shm\n"
                  "  afd-bench decode --model build/models/mini | tail -1\n"
-                 "  afd-bench profile --model build/models/tiny --quick --out /tmp/p.json\n");
+                 "  afd-bench profile --model build/models/tiny --quick --out /tmp/p.json\n"
+                 "  afd-bench serve --url http://127.0.0.1:8000 --rate 4 --duration 60 | tail -1\n");
 }
 
 int main(int argc, char **argv) {
