@@ -147,7 +147,10 @@ FUZZ_BASE := common/base/err.c common/base/alloc.c
 FUZZ_safetensors_SRC := common/model/safetensors.c common/model/tensor.c $(FUZZ_BASE)
 FUZZ_wire_SRC := proto/wire.c $(FUZZ_BASE)
 FUZZ_ctrl_SRC := proto/ctrl.c proto/wire.c $(FUZZ_BASE)
+FUZZ_openai_SRC := router/openai_req.c router/openai_resp.c router/stop.c $(FUZZ_BASE)
 FUZZ_TARGETS := safetensors $(if $(wildcard proto/wire.c tests/fuzz/fuzz_wire.c),wire) ctrl
+FUZZ_TARGETS += openai
+build-fuzz/fuzz_openai: $(FUZZ_openai_SRC) router/openai.h router/stop.h
 FUZZ_SECONDS ?= 15
 .PHONY: fuzz fuzz-smoke
 fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)

@@ -39,7 +39,8 @@ typedef struct oa_error {
 } oa_error;
 
 /* Fills *e (if e != NULL) and returns AFD_E_FORMAT (status < 500) or AFD_E_STATE. type and
- * code must be static strings (code may be NULL); param may be NULL. */
+ * code must be static strings (code may be NULL); param may be NULL. Bytes of the message that
+ * are not valid UTF-8 (a character cut by truncation) are dropped. */
 int oa_errorf(oa_error *e, int status, const char *type, const char *code, const char *param,
               const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
@@ -263,6 +264,10 @@ typedef struct oa_delta {
 char *oa_chunk_json(const oa_meta *m, const oa_delta *d, size_t *len);
 /* The last chunk when include_usage: "choices": [] and the usage. */
 char *oa_chunk_usage_json(const oa_meta *m, const oa_usage *u, size_t *len);
+
+/* Length of the valid UTF-8 sequence at s[0..n) (n >= 1): 1..4, or 0 when s starts with a
+ * stray, truncated, overlong or surrogate sequence or one above U+10FFFF. */
+size_t oa_utf8_seq(const uint8_t *s, size_t n);
 
 /* Characters (UTF-8 lead bytes) in bytes[0..n): advances a completions text_offset. */
 uint64_t oa_text_chars(const char *bytes, size_t n);

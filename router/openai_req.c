@@ -22,6 +22,22 @@
 
 /* ---- errors ---- */
 
+/* Drops, in place, the bytes of s that are not part of a valid UTF-8 sequence. */
+static void utf8_scrub(char *s) {
+    size_t n = strlen(s), out = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = oa_utf8_seq((const uint8_t *)s + i, n - i);
+        if (!k) {
+            i++;
+            continue;
+        }
+        memmove(s + out, s + i, k);
+        out += k;
+        i += k;
+    }
+    s[out] = 0;
+}
+
 int oa_errorf(oa_error *e, int status, const char *type, const char *code, const char *param,
               const char *fmt, ...) {
     if (e) {
@@ -33,6 +49,7 @@ int oa_errorf(oa_error *e, int status, const char *type, const char *code, const
         va_start(ap, fmt);
         vsnprintf(e->message, sizeof e->message, fmt, ap);
         va_end(ap);
+        utf8_scrub(e->message);
     }
     return status < 500 ? AFD_E_FORMAT : AFD_E_STATE;
 }

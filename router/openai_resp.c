@@ -66,7 +66,7 @@ static void jw_close(jw *w, char c) { jw_raw(w, &c, 1); }
 
 /* Length of the valid UTF-8 sequence at s[0..n), or 0 (overlong, surrogate, > U+10FFFF,
  * truncated or stray continuation byte). */
-static size_t utf8_seq(const uint8_t *s, size_t n) {
+size_t oa_utf8_seq(const uint8_t *s, size_t n) {
     uint8_t c = s[0];
     if (c < 0x80) return 1;
     size_t len;
@@ -86,7 +86,7 @@ static size_t utf8_seq(const uint8_t *s, size_t n) {
 
 static bool utf8_valid(const uint8_t *s, size_t n) {
     for (size_t i = 0, k; i < n; i += k)
-        if (!(k = utf8_seq(s + i, n - i))) return false;
+        if (!(k = oa_utf8_seq(s + i, n - i))) return false;
     return true;
 }
 
@@ -105,7 +105,7 @@ static void jw_chars(jw *w, const uint8_t *s, size_t n, int bad) {
             i = j;
             continue;
         }
-        size_t k = c < 0x80 ? 1 : utf8_seq(s + i, n - i);
+        size_t k = c < 0x80 ? 1 : oa_utf8_seq(s + i, n - i);
         if (c == '"') jw_raw(w, "\\\"", 2);
         else if (c == '\\') jw_raw(w, "\\\\", 2);
         else if (c == '\n') jw_raw(w, "\\n", 2);

@@ -506,6 +506,34 @@ Test(openai_req, detokenize) {
 
 /* ---- errors ---- */
 
+static void valid_utf8(const char *s) {
+    size_t n = strlen(s);
+    for (size_t i = 0, k; i < n; i += k) {
+        k = oa_utf8_seq((const uint8_t *)s + i, n - i);
+        cr_assert_gt(k, 0, "invalid UTF-8 at byte %zu of '%s'", i, s);
+    }
+}
+
+/* Truncated values in messages never leave half a character behind. */
+Test(openai_req, messages_stay_utf8) {
+    char model[400] = "a";
+    for (int i = 0; i < 150; i++) strcat(model, "\xc3\xa9");
+    oa_error e;
+    oa_error_model_not_found(&e, model);
+    valid_utf8(e.message);
+    cr_assert(strstr(e.message, "a\xc3\xa9\xc3\xa9"), "%s", e.message);
+    char body[1200];
+    snprintf(body, sizeof body, "{\"model\":\"m\",\"messages\":[{\"role\":\"x%s\"}]}", model);
+    oa_request r;
+    cr_assert_eq(oa_parse_request(OA_CHAT, body, strlen(body), NULL, &r, &e), AFD_E_FORMAT);
+    cr_assert_str_eq(e.param, "messages[0].role");
+    valid_utf8(e.message);
+    cr_assert_eq(oa_utf8_seq((const uint8_t *)"\xed\xa0\x80", 3), 0);
+    cr_assert_eq(oa_utf8_seq((const uint8_t *)"\xf0\x9f\x98\x80", 4), 4);
+    cr_assert_eq(oa_utf8_seq((const uint8_t *)"\xf0\x9f\x98", 3), 0);
+    cr_assert_eq(oa_utf8_seq((const uint8_t *)"\xc1\x81", 2), 0, "overlong");
+}
+
 Test(openai_req, error_helpers) {
     oa_error e;
     cr_assert_eq(oa_error_model_not_found(&e, "gpt-9"), AFD_E_FORMAT);
