@@ -435,7 +435,9 @@ static void event_cb(struct bufferevent *bev, short what, void *arg) {
             snprintf(why, sizeof why, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         conn_finish(c, c->connected ? SV_STREAM : SV_CONNECT, why);
     } else if (what & BEV_EVENT_EOF) {
-        if (sv_http_eof(&c->http, &err) == 1)
+        if (!c->connected) /* refused, or closed during the TLS handshake */
+            conn_finish(c, SV_CONNECT, "connection closed before it was established");
+        else if (sv_http_eof(&c->http, &err) == 1)
             response_end(c);
         else
             conn_finish(c, SV_STREAM, err.msg);

@@ -4,19 +4,21 @@
 //
 //   node fake_openai.mjs --port-file F [--delay-ms 20] [--ttft-ms D] [--cap 1000]
 //        [--tokens-per-chunk 1] [--split] [--stall-after N] [--close-after N] [--no-usage]
-//        [--reject-status 429] [--api-key K] [--max-seconds 120]
+//        [--reject-status 429] [--api-key K] [--max-seconds 120] [--tls-cert PEM --tls-key PEM]
 //
 // Listens on 127.0.0.1 with an ephemeral port, written to F once listening. Token i of a
 // request is due at start + ttft + i * delay (absolute times, no drift); a chunk goes out when
 // its last token is due. Past --cap streams in flight, requests get --reject-status with an
 // OpenAI error object. --split writes every event in pieces, with CRLF line ends and a comment
-// line, to cut SSE lines across reads. GET /stats answers the counters as JSON.
+// line, to cut SSE lines across reads. GET /stats answers the counters as JSON. With
+// --tls-cert/--tls-key it speaks HTTPS.
 import http from 'node:http';
+import https from 'node:https';
 import fs from 'node:fs';
 
 const opt = { delayMs: 20, ttftMs: -1, cap: 1000, tokensPerChunk: 1, split: false, stallAfter: -1,
               closeAfter: -1, usage: true, rejectStatus: 429, apiKey: '', maxSeconds: 120,
-              portFile: '' };
+              portFile: '', tlsCert: '', tlsKey: '' };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
     const a = argv[i], v = argv[i + 1];
@@ -34,6 +36,8 @@ for (let i = 0; i < argv.length; i++) {
     case '--reject-status': opt.rejectStatus = num(); break;
     case '--api-key': opt.apiKey = v; i++; break;
     case '--max-seconds': opt.maxSeconds = num(); break;
+    case '--tls-cert': opt.tlsCert = v; i++; break;
+    case '--tls-key': opt.tlsKey = v; i++; break;
     default: die(a);
     }
 }
@@ -164,11 +168,15 @@ function handle(req, res, raw) {
     stream(req, res, chat, c[0], c[1]);
 }
 
-const server = http.createServer((req, res) => {
+const onRequest = (req, res) => {
     const parts = [];
     req.on('data', (d) => parts.push(d));
     req.on('end', () => handle(req, res, Buffer.concat(parts).toString('utf8')));
-});
+};
+const server = opt.tlsCert
+    ? https.createServer({ cert: fs.readFileSync(opt.tlsCert), key: fs.readFileSync(opt.tlsKey) },
+                         onRequest)
+    : http.createServer(onRequest);
 server.listen(0, '127.0.0.1', () => {
     const tmp = `${opt.portFile}.tmp`;
     fs.writeFileSync(tmp, `${server.address().port}\n`);

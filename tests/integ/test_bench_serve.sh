@@ -2,8 +2,8 @@
 # afd-bench serve against tests/integ/fake_openai.mjs (a node SSE server with known timing):
 # it measures the configured per-token delay (TPOT within 30%), counts the fake's 429s as
 # rejected and its streams as completed, handles multi-token chunks cut across reads (chat),
-# bad keys, stalls (timeout, on time), mid-stream closes, nothing listening, bad arguments and
-# SIGINT (prints what it has). $1 is the absolute build directory. Runs in ~25 s.
+# bad keys, stalls (timeout, on time), mid-stream closes, TLS, nothing listening, bad arguments
+# and SIGINT (prints what it has). $1 is the absolute build directory. Runs in ~25 s.
 set -uo pipefail
 build=${1:?usage: test_bench_serve.sh BUILD_DIR}
 bench=$build/bin/afd-bench
@@ -157,7 +157,24 @@ eq interrupted "$(get interrupted)" true
 (( $(get interrupted_requests) >= 1 )) || fail "sigint: nothing was in flight"
 (( $(get not_sent) >= 100 )) || fail "sigint: $(get not_sent) not sent"
 
-# 7. Nothing listening; bad arguments.
+# 7. TLS (a self-signed certificate): --insecure streams, the default check refuses it.
+cur=tls
+if command -v openssl >/dev/null &&
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" \
+        -days 1 -subj /CN=localhost >/dev/null 2>&1; then
+    fake --delay-ms 5 --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem"
+    url=${url/http:/https:}
+    serve tls --insecure --rate inf --requests 3 --output-len 8
+    eq completed "$(get completed)" 3
+    serve tls_verify --rate inf --requests 2 --output-len 8
+    eq connect_errors "$(get connect_errors)" 2
+    grep -q "TLS: certificate verify failed" "$tmp/tls_verify.out" ||
+        fail "tls: the certificate failure is not named"
+else
+    echo "note: no openssl CLI, TLS not tested"
+fi
+
+# 8. Nothing listening; bad arguments.
 cur=refused
 kill "$fake_pid" && wait "$fake_pid" 2>/dev/null
 fake_pid=
@@ -175,4 +192,4 @@ done
 "$bench" serve --rate 1 >"$tmp/bad.out" 2>&1
 [[ $? == 2 ]] || fail "no --url: want exit 2"
 
-echo "ok: tpot, rejections, chat chunks, stall, close, SIGINT, refused, bad arguments"
+echo "ok: tpot, rejections, chat chunks, stall, close, SIGINT, TLS, refused, bad arguments"
