@@ -290,7 +290,7 @@ void sla_inst_predict(const sla *s, const sla_inst *in, uint32_t p, uint32_t max
         step = pre > step ? pre : step;
     }
     o->step_ns = step + sla_model_margin_ns(&in->model);
-    o->kv_need = (uint32_t)blocks_for((uint64_t)p + kv_growth(s, max), in->last.block_size);
+    o->kv_need = blocks_for((uint64_t)p + kv_growth(s, max), in->last.block_size);
     o->kv_free = e.kv_free;
     o->fits = o->eligible && o->kv_free >= (int64_t)o->kv_need &&
               (o->step_ns <= o->limit_ns || e.idle);
@@ -354,9 +354,9 @@ static void admit(sla *s, sla_req *r, sla_inst *in, uint64_t now, sla_event *ev)
     r->t_admit = now;
     r->pending = true;
     r->acked = false;
-    r->res_blocks = (uint32_t)blocks_for((uint64_t)r->prompt_len + kv_growth(s, r->max_tokens), bs);
+    r->res_blocks = blocks_for((uint64_t)r->prompt_len + kv_growth(s, r->max_tokens), bs);
     r->grow_tokens = r->max_tokens;
-    r->grow_blocks = (uint32_t)u64_sub(r->res_blocks, blocks_for(r->prompt_len, bs));
+    r->grow_blocks = u64_sub(r->res_blocks, blocks_for(r->prompt_len, bs));
     in->pend_n++;
     in->pend_ctx += r->prompt_len;
     in->pend_grow += r->max_tokens;
@@ -475,9 +475,8 @@ static void regrow(sla_req *r) {
     if (!in)
         return;
     uint32_t gt = r->n_out < r->max_tokens ? r->max_tokens - r->n_out : 0;
-    uint32_t gb = (uint32_t)u64_sub(r->res_blocks,
-                                    blocks_for((uint64_t)r->prompt_len + r->n_out,
-                                               in->last.block_size));
+    uint64_t gb = u64_sub(r->res_blocks,
+                          blocks_for((uint64_t)r->prompt_len + r->n_out, in->last.block_size));
     if (!r->pending) {
         in->grow_tokens = in->grow_tokens - r->grow_tokens + gt;
         in->grow_blocks = in->grow_blocks - r->grow_blocks + gb;

@@ -163,6 +163,8 @@ enum {
                               back to IDLE and may be submitted again */
 };
 
+/* A request as the SLA sees it. Zero it before its first sla_submit (e.g. `= (sla_req){...}`);
+ * after sla_req_finish or a reject it is IDLE and may be reused as it is. */
 typedef struct sla_req {
     /* in: set before sla_submit */
     uint32_t prompt_len; /* >= 1 */
@@ -179,7 +181,8 @@ typedef struct sla_req {
     struct sla_req *prev, *next; /* queue or instance list */
     bool pending, acked, seen;
     uint64_t t_queued;
-    uint32_t res_blocks, grow_blocks, grow_tokens; /* KV reservation and outstanding growth */
+    uint64_t res_blocks, grow_blocks; /* KV reservation and its outstanding part */
+    uint32_t grow_tokens;             /* outstanding growth in tokens */
 } sla_req;
 
 /* Outcome of sla_submit and of each sla_poll event. */
@@ -240,7 +243,7 @@ typedef struct sla_pred {
     uint32_t batch;    /* sequences with the request */
     uint64_t ctx;      /* context tokens used in the prediction */
     int64_t kv_free;   /* blocks the router can still promise */
-    uint32_t kv_need;  /* blocks the request needs */
+    uint64_t kv_need;  /* blocks the request needs */
 } sla_pred;
 void sla_inst_predict(const sla *s, const sla_inst *in, uint32_t prompt_len, uint32_t max_tokens,
                       uint64_t now, sla_pred *out);

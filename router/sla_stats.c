@@ -18,6 +18,8 @@ static const double e2e_bounds[] = {0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10,
                                     20,  40,   60,  120, 300, 600, 1200};
 #define NB(a) ((int)(sizeof a / sizeof a[0]))
 
+static double since_s(uint64_t now, uint64_t t) { return now > t ? (double)(now - t) * 1e-9 : 0; }
+
 static const char *const rej_names[] = {"none", "queue_full", "timeout", "unavailable",
                                         "too_large"};
 
@@ -31,7 +33,7 @@ static void observe_itl(sla *s, uint64_t now, uint64_t gap_ns, uint32_t n) {
 void sla_stats_tokens(sla *s, sla_req *r, uint32_t n, uint64_t now) {
     if (r->n_out == 0) {
         r->t_first = now;
-        afd_metric_observe(s->m.ttft, (double)(now - r->t_arrive) * 1e-9);
+        afd_metric_observe(s->m.ttft, since_s(now, r->t_arrive));
         observe_itl(s, now, 0, n - 1); /* tokens that came with the first one */
     } else {
         uint64_t gap = now > r->t_last ? (now - r->t_last) / n : 0;
@@ -50,7 +52,7 @@ void sla_stats_finish(sla *s, sla_req *r, uint64_t now, int end) {
     }
     s->n.finished++;
     afd_metric_inc(s->m.finished);
-    afd_metric_observe(s->m.e2e, (double)(now - r->t_arrive) * 1e-9);
+    afd_metric_observe(s->m.e2e, since_s(now, r->t_arrive));
     bool good = end == SLA_END_OK;
     if (r->n_out >= 2) {
         double tpot = (double)(r->t_last - r->t_first) / (r->n_out - 1);

@@ -261,6 +261,19 @@ Test(sla_admit, needs_free_kv_blocks) {
     cr_assert_eq(ev.reason, SLA_REJ_TOO_LARGE);
     cr_assert_eq(ev.http_status, 400);
     cr_assert_eq(big.state, SLA_RS_IDLE);
+    /* a need over 32 bits of blocks is not truncated into a small one */
+    sla_inst *one = sla_inst_add(s, 2);
+    sla_inst_set_ready(one, true);
+    ctrl_load l1 = mkload(2, 0, 1);
+    l1.block_size = 1;
+    cr_assert_eq(sla_report(s, one, &l1, 0), 0);
+    sla_req huge = mkreq(100, UINT32_MAX);
+    sla_pred p;
+    sla_inst_predict(s, one, huge.prompt_len, huge.max_tokens, 1 * MS, &p);
+    cr_assert_eq(p.kv_need, 100 + (uint64_t)UINT32_MAX);
+    cr_assert(!p.fits);
+    cr_assert_eq(submit(s, &huge, 1 * MS, &ev), SLA_EV_REJECT);
+    cr_assert_eq(ev.reason, SLA_REJ_TOO_LARGE);
     /* with a growth cap only part of max_tokens is reserved */
     sla_free(s);
     c.kv_growth_cap = 20;
