@@ -14,9 +14,13 @@
 
 #define NS_PER_MS 1000000ull
 
-static uint64_t blocks_for(uint64_t tokens, uint32_t bs) { return (tokens + bs - 1) / bs; }
+static uint64_t blocks_for(uint64_t tokens, uint32_t bs) {
+    return (tokens + bs - 1) / bs;
+}
 
-static uint64_t u64_sub(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
+static uint64_t u64_sub(uint64_t a, uint64_t b) {
+    return a > b ? a - b : 0;
+}
 
 /* Tokens of max_tokens a sequence reserves in KV. */
 static uint32_t kv_growth(const sla *s, uint32_t max_tokens) {
@@ -29,8 +33,7 @@ static uint32_t kv_growth(const sla *s, uint32_t max_tokens) {
 static void list_push(sla_req **head, sla_req *r) {
     r->prev = NULL;
     r->next = *head;
-    if (*head)
-        (*head)->prev = r;
+    if (*head) (*head)->prev = r;
     *head = r;
 }
 
@@ -39,8 +42,7 @@ static void list_del(sla_req **head, sla_req *r) {
         r->prev->next = r->next;
     else
         *head = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
+    if (r->next) r->next->prev = r->prev;
     r->prev = r->next = NULL;
 }
 
@@ -56,8 +58,7 @@ static void q_push(sla *s, sla_req *r) {
 }
 
 static void q_del(sla *s, sla_req *r) {
-    if (s->q_tail == r)
-        s->q_tail = r->prev;
+    if (s->q_tail == r) s->q_tail = r->prev;
     list_del(&s->q_head, r);
     s->n.waiting--;
 }
@@ -71,8 +72,7 @@ int sla_init_checked(const sla_config *c, sla **out, afd_err *err) {
         c = &def;
     }
     int rc = sla_config_check(c, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     sla *s = xcalloc(1, sizeof *s);
     s->c = *c;
     s->target_ns = (uint64_t)c->target_ms * NS_PER_MS;
@@ -103,8 +103,7 @@ static void unlink_all(sla_inst *in) {
 }
 
 void sla_free(sla *s) {
-    if (!s)
-        return;
+    if (!s) return;
     while (s->q_head) {
         sla_req *r = s->q_head;
         q_del(s, r);
@@ -122,52 +121,57 @@ void sla_free(sla *s) {
     free(s);
 }
 
-const sla_config *sla_get_config(const sla *s) { return &s->c; }
+const sla_config *sla_get_config(const sla *s) {
+    return &s->c;
+}
 
 /* ---- instances ----------------------------------------------------------------------------- */
 
 sla_inst *sla_inst_find(sla *s, uint32_t id) {
     for (sla_inst *in = s->insts; in; in = in->next)
-        if (in->id == id)
-            return in;
+        if (in->id == id) return in;
     return NULL;
 }
 
 sla_inst *sla_inst_add(sla *s, uint32_t id) {
     sla_inst *in = sla_inst_find(s, id);
-    if (in)
-        return in;
+    if (in) return in;
     in = xcalloc(1, sizeof *in);
     in->s = s;
     in->id = id;
     const sla_config *c = &s->c;
-    double prior[SLA_NFEAT] = {c->prior_step_us * 1e3, c->prior_seq_us * 1e3,
-                               c->prior_kctx_us, c->prior_prefill_us * 1e3};
+    double prior[SLA_NFEAT] = {c->prior_step_us * 1e3, c->prior_seq_us * 1e3, c->prior_kctx_us,
+                               c->prior_prefill_us * 1e3};
     sla_model_init(&in->model, prior, c->prior_weight, c->forget, c->resid_quantile);
     in->next = s->insts;
-    if (s->insts)
-        s->insts->prev = in;
+    if (s->insts) s->insts->prev = in;
     s->insts = in;
     return in;
 }
 
 void sla_inst_remove(sla *s, sla_inst *in) {
-    if (!in)
-        return;
+    if (!in) return;
     unlink_all(in);
     if (in->prev)
         in->prev->next = in->next;
     else
         s->insts = in->next;
-    if (in->next)
-        in->next->prev = in->prev;
+    if (in->next) in->next->prev = in->prev;
     free(in);
 }
 
-void sla_inst_set_ready(sla_inst *in, bool ready) { in->ready = ready; }
-void sla_inst_set_draining(sla_inst *in, bool draining) { in->drain = draining; }
-uint32_t sla_inst_id(const sla_inst *in) { return in->id; }
-const sla_model *sla_inst_model(const sla_inst *in) { return &in->model; }
+void sla_inst_set_ready(sla_inst *in, bool ready) {
+    in->ready = ready;
+}
+void sla_inst_set_draining(sla_inst *in, bool draining) {
+    in->drain = draining;
+}
+uint32_t sla_inst_id(const sla_inst *in) {
+    return in->id;
+}
+const sla_model *sla_inst_model(const sla_inst *in) {
+    return &in->model;
+}
 
 void sla_inst_touch(sla_inst *in, uint64_t now) {
     in->touched = true;
@@ -180,8 +184,7 @@ static bool inst_stale(const sla *s, const sla_inst *in, uint64_t now) {
     bool busy = in->last.running || in->last.waiting || in->pend_n;
     uint64_t t = in->t_report;
     if (!busy) {
-        if (!in->touched)
-            return false;
+        if (!in->touched) return false;
         t = in->t_touch > t ? in->t_touch : t;
     }
     return now > t && now - t > s->stale_ns;
@@ -194,8 +197,7 @@ static bool inst_eligible(const sla *s, const sla_inst *in, uint64_t now) {
 
 static bool any_eligible(const sla *s, uint64_t now) {
     for (const sla_inst *in = s->insts; in; in = in->next)
-        if (inst_eligible(s, in, now))
-            return true;
+        if (inst_eligible(s, in, now)) return true;
     return false;
 }
 
@@ -212,8 +214,7 @@ static void retire_pending(sla_inst *in, sla_req *r) {
     r->pending = false;
     in->grow_tokens += r->grow_tokens;
     in->grow_blocks += r->grow_blocks;
-    if (r->n_out == 0)
-        in->pf_counted++;
+    if (r->n_out == 0) in->pf_counted++;
 }
 
 /* The step a report describes: decode sequences are the running ones past their first token
@@ -221,27 +222,21 @@ static void retire_pending(sla_inst *in, sla_req *r) {
  * the step; the rest of the step's tokens were prefill. */
 static void fit_report(sla_inst *in, const ctrl_load *l) {
     int64_t dec = (int64_t)l->running - in->pf_counted + in->dep_n;
-    if (dec < 0)
-        dec = 0;
-    if (dec > l->batch_tokens)
-        dec = l->batch_tokens;
+    if (dec < 0) dec = 0;
+    if (dec > l->batch_tokens) dec = l->batch_tokens;
     sla_model_update(&in->model, (double)dec, (double)l->ctx_tokens,
                      (double)(l->batch_tokens - dec), l->last_step_us * 1e3);
 }
 
 int sla_report(sla *s, sla_inst *in, const ctrl_load *l, uint64_t now) {
-    if (!in || !l)
-        return AFD_E_STATE;
-    if (l->block_size == 0)
-        return AFD_E_FORMAT;
+    if (!in || !l) return AFD_E_STATE;
+    if (l->block_size == 0) return AFD_E_FORMAT;
     if ((uint64_t)l->kv_blocks_free + l->kv_blocks_reserved > l->kv_blocks_total)
         return AFD_E_FORMAT;
     bool new_step = !in->have_report || l->step != in->last.step;
     for (sla_req *r = in->live; r && in->n_acked; r = r->next)
-        if (r->pending && r->acked)
-            retire_pending(in, r);
-    if (new_step && l->last_step_us > 0 && l->batch_tokens > 0)
-        fit_report(in, l);
+        if (r->pending && r->acked) retire_pending(in, r);
+    if (new_step && l->last_step_us > 0 && l->batch_tokens > 0) fit_report(in, l);
     in->last = *l;
     in->have_report = true;
     in->t_report = now;
@@ -274,8 +269,7 @@ void sla_inst_predict(const sla *s, const sla_inst *in, uint32_t p, uint32_t max
     memset(o, 0, sizeof *o);
     o->eligible = inst_eligible(s, in, now);
     o->limit_ns = (double)s->target_ns * (1 - s->c.margin);
-    if (!in->have_report)
-        return;
+    if (!in->have_report) return;
     inst_eff e;
     inst_effective(in, &e);
     bool worst = s->c.ctx_estimate == SLA_CTX_WORST;
@@ -285,15 +279,16 @@ void sla_inst_predict(const sla *s, const sla_inst *in, uint32_t p, uint32_t max
     double step = sla_model_predict(&in->model, o->batch, (double)o->ctx, 0);
     if (s->c.prefill_chunk > 0) { /* a step carrying prefill: ours and what is still queued */
         uint64_t pf = in->pf_tokens + p;
-        double chunk = (double)(pf < (uint64_t)s->c.prefill_chunk ? pf : (uint64_t)s->c.prefill_chunk);
+        double chunk =
+            (double)(pf < (uint64_t)s->c.prefill_chunk ? pf : (uint64_t)s->c.prefill_chunk);
         double pre = sla_model_predict(&in->model, o->batch, (double)(base + p), chunk);
         step = pre > step ? pre : step;
     }
     o->step_ns = step + sla_model_margin_ns(&in->model);
     o->kv_need = blocks_for((uint64_t)p + kv_growth(s, max), in->last.block_size);
     o->kv_free = e.kv_free;
-    o->fits = o->eligible && o->kv_free >= (int64_t)o->kv_need &&
-              (o->step_ns <= o->limit_ns || e.idle);
+    o->fits =
+        o->eligible && o->kv_free >= (int64_t)o->kv_need && (o->step_ns <= o->limit_ns || e.idle);
 }
 
 /* Without admission control: the ready instance with the fewest sequences (then most KV). */
@@ -301,8 +296,7 @@ static sla_inst *pick_least_loaded(const sla *s, uint64_t now) {
     sla_inst *best = NULL;
     inst_eff be = {0};
     for (sla_inst *in = s->insts; in; in = in->next) {
-        if (!inst_eligible(s, in, now))
-            continue;
+        if (!inst_eligible(s, in, now)) continue;
         inst_eff e;
         inst_effective(in, &e);
         if (!best || e.batch < be.batch || (e.batch == be.batch && e.kv_free > be.kv_free)) {
@@ -314,8 +308,7 @@ static sla_inst *pick_least_loaded(const sla *s, uint64_t now) {
 }
 
 sla_inst *sla_pick(const sla *s, const sla_req *r, uint64_t now) {
-    if (!s->c.enable)
-        return pick_least_loaded(s, now);
+    if (!s->c.enable) return pick_least_loaded(s, now);
     sla_inst *best = NULL;
     double best_h = -INFINITY;
     for (sla_inst *in = s->insts; in; in = in->next) {
@@ -333,13 +326,11 @@ sla_inst *sla_pick(const sla *s, const sla_req *r, uint64_t now) {
 static bool too_large(const sla *s, const sla_req *r, uint64_t now) {
     bool any = false;
     for (const sla_inst *in = s->insts; in; in = in->next) {
-        if (!inst_eligible(s, in, now))
-            continue;
+        if (!inst_eligible(s, in, now)) continue;
         any = true;
-        uint64_t need = blocks_for((uint64_t)r->prompt_len + kv_growth(s, r->max_tokens),
-                                   in->last.block_size);
-        if (need <= in->last.kv_blocks_total)
-            return false;
+        uint64_t need =
+            blocks_for((uint64_t)r->prompt_len + kv_growth(s, r->max_tokens), in->last.block_size);
+        if (need <= in->last.kv_blocks_total) return false;
     }
     return any;
 }
@@ -377,8 +368,7 @@ static uint32_t retry_unavailable(const sla *s) {
 }
 
 static void reject(sla *s, sla_req *r, int reason, uint32_t pos, uint64_t now, sla_event *ev) {
-    if (reason != SLA_REJ_TOO_LARGE && !any_eligible(s, now))
-        reason = SLA_REJ_UNAVAILABLE;
+    if (reason != SLA_REJ_TOO_LARGE && !any_eligible(s, now)) reason = SLA_REJ_UNAVAILABLE;
     *ev = (sla_event){.req = r, .kind = SLA_EV_REJECT, .reason = reason};
     if (reason == SLA_REJ_TOO_LARGE) {
         ev->http_status = 400;
@@ -396,10 +386,8 @@ static void reject(sla *s, sla_req *r, int reason, uint32_t pos, uint64_t now, s
 }
 
 int sla_submit(sla *s, sla_req *r, uint64_t now, sla_event *ev) {
-    if (!s || !r || !ev || r->state != SLA_RS_IDLE)
-        return AFD_E_STATE;
-    if (!r->prompt_len || !r->max_tokens)
-        return AFD_E_FORMAT;
+    if (!s || !r || !ev || r->state != SLA_RS_IDLE) return AFD_E_STATE;
+    if (!r->prompt_len || !r->max_tokens) return AFD_E_FORMAT;
     if (!r->seen) {
         r->seen = true;
         r->t_arrive = now;
@@ -436,8 +424,7 @@ int sla_poll(sla *s, uint64_t now, sla_event *ev, int max) {
     while (s->q_head && k < max) {
         sla_req *r = s->q_head;
         sla_inst *in = sla_pick(s, r, now);
-        if (!in)
-            break;
+        if (!in) break;
         q_del(s, r);
         admit(s, r, in, now, &ev[k++]);
     }
@@ -461,22 +448,19 @@ uint64_t sla_next_deadline(const sla *s) {
 }
 
 void sla_req_ack(sla *s, sla_req *r, uint64_t now) {
-    if (r->state != SLA_RS_RUNNING || !r->pending || r->acked)
-        return;
+    if (r->state != SLA_RS_RUNNING || !r->pending || r->acked) return;
     r->acked = true;
-    if (r->inst)
-        r->inst->n_acked++;
+    if (r->inst) r->inst->n_acked++;
 }
 
 /* Recomputes r's outstanding growth after tokens; a request a report counts moves the
  * instance's sums with it. */
 static void regrow(sla_req *r) {
     sla_inst *in = r->inst;
-    if (!in)
-        return;
+    if (!in) return;
     uint32_t gt = r->n_out < r->max_tokens ? r->max_tokens - r->n_out : 0;
-    uint64_t gb = u64_sub(r->res_blocks,
-                          blocks_for((uint64_t)r->prompt_len + r->n_out, in->last.block_size));
+    uint64_t gb =
+        u64_sub(r->res_blocks, blocks_for((uint64_t)r->prompt_len + r->n_out, in->last.block_size));
     if (!r->pending) {
         in->grow_tokens = in->grow_tokens - r->grow_tokens + gt;
         in->grow_blocks = in->grow_blocks - r->grow_blocks + gb;
@@ -486,12 +470,10 @@ static void regrow(sla_req *r) {
 }
 
 void sla_req_tokens(sla *s, sla_req *r, uint32_t n, uint64_t now) {
-    if (r->state != SLA_RS_RUNNING || n == 0)
-        return;
+    if (r->state != SLA_RS_RUNNING || n == 0) return;
     if (r->n_out == 0 && r->inst) { /* prefill done */
         r->inst->pf_tokens -= r->prompt_len;
-        if (!r->pending)
-            r->inst->pf_counted--;
+        if (!r->pending) r->inst->pf_counted--;
     }
     sla_stats_tokens(s, r, n, now);
     sla_req_ack(s, r, now);
@@ -504,12 +486,10 @@ static void detach(sla_inst *in, sla_req *r) {
     in->n_live--;
     if (r->n_out == 0) {
         in->pf_tokens -= r->prompt_len;
-        if (!r->pending)
-            in->pf_counted--;
+        if (!r->pending) in->pf_counted--;
     }
     if (r->pending) {
-        if (r->acked)
-            in->n_acked--;
+        if (r->acked) in->n_acked--;
         in->pend_n--;
         in->pend_ctx -= r->prompt_len;
         in->pend_grow -= r->max_tokens;
@@ -534,10 +514,8 @@ void sla_req_finish(sla *s, sla_req *r, uint64_t now, int end) {
         sla_stats_counts_changed(s);
         return;
     }
-    if (r->state != SLA_RS_RUNNING)
-        return;
-    if (r->inst)
-        detach(r->inst, r);
+    if (r->state != SLA_RS_RUNNING) return;
+    if (r->inst) detach(r->inst, r);
     r->inst = NULL;
     r->state = SLA_RS_IDLE;
     s->n.running--;
@@ -555,8 +533,7 @@ uint32_t sla_retry_after_s(const sla *s, uint64_t now, uint32_t pos) {
     double span = (double)s->c.window_ms / 1e3;
     if (s->have_t0 && now > s->t0 && (double)(now - s->t0) / 1e9 < span)
         span = (double)(now - s->t0) / 1e9;
-    if (span < 1)
-        span = 1;
+    if (span < 1) span = 1;
     double t = deps ? (pos + 1.0) * span / (double)deps : (double)s->wait_ns / 1e9;
     t = ceil(t);
     return t < 1 ? 1 : t > 60 ? 60 : (uint32_t)t;

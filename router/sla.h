@@ -33,24 +33,24 @@
 enum { SLA_CTX_MIDPOINT = 0, SLA_CTX_WORST = 1 };
 
 typedef struct sla_config {
-    bool enable;            /* admission control; false: least loaded ready instance */
-    int64_t target_ms;      /* TPOT (ITL) target */
-    double percentile;      /* of ITL, over the window; 50 .. 99.99 */
-    int64_t window_ms;      /* sliding window of the percentile */
-    double margin;          /* admit while predicted step <= target * (1 - margin) */
-    double resid_quantile;  /* quantile of |residual| added to each prediction (percent) */
-    int queue_max;          /* queued requests at most; 0: no queue */
-    int64_t queue_wait_ms;  /* longest wait in the queue before 429 / 503 */
-    int64_t stale_ms;       /* an instance busy at its last LOAD with none since is skipped */
-    int ctx_estimate;       /* SLA_CTX_MIDPOINT or SLA_CTX_WORST (docs/sla.md) */
-    int prefill_chunk;      /* prefill tokens per step checked for a new prompt; 0: not */
-    int kv_growth_cap;      /* tokens of max_tokens reserved in KV; 0: all of max_tokens */
-    double forget;          /* forgetting factor per LOAD report, 0.5 .. 1 */
-    double prior_step_us;   /* prior model: fixed cost of a step */
-    double prior_seq_us;    /*   per running sequence */
-    double prior_kctx_us;   /*   per 1000 tokens of context in the batch */
+    bool enable;             /* admission control; false: least loaded ready instance */
+    int64_t target_ms;       /* TPOT (ITL) target */
+    double percentile;       /* of ITL, over the window; 50 .. 99.99 */
+    int64_t window_ms;       /* sliding window of the percentile */
+    double margin;           /* admit while predicted step <= target * (1 - margin) */
+    double resid_quantile;   /* quantile of |residual| added to each prediction (percent) */
+    int queue_max;           /* queued requests at most; 0: no queue */
+    int64_t queue_wait_ms;   /* longest wait in the queue before 429 / 503 */
+    int64_t stale_ms;        /* an instance busy at its last LOAD with none since is skipped */
+    int ctx_estimate;        /* SLA_CTX_MIDPOINT or SLA_CTX_WORST (docs/sla.md) */
+    int prefill_chunk;       /* prefill tokens per step checked for a new prompt; 0: not */
+    int kv_growth_cap;       /* tokens of max_tokens reserved in KV; 0: all of max_tokens */
+    double forget;           /* forgetting factor per LOAD report, 0.5 .. 1 */
+    double prior_step_us;    /* prior model: fixed cost of a step */
+    double prior_seq_us;     /*   per running sequence */
+    double prior_kctx_us;    /*   per 1000 tokens of context in the batch */
     double prior_prefill_us; /*  per prefill token in the step */
-    double prior_weight;    /* the prior's worth in reports (decays with `forget`) */
+    double prior_weight;     /* the prior's worth in reports (decays with `forget`) */
 } sla_config;
 
 /* The defaults (the table's, as a struct). */
@@ -64,6 +64,7 @@ int sla_config_check(const sla_config *c, afd_err *err);
  *     static const conf_opt router_opts[] = { ..., SLA_CONF_OPTS(router_cfg, sla), ... };
  * SLA_CONF_N rows. */
 extern const char *const sla_ctx_estimate_names[]; /* "midpoint", "worst", NULL */
+/* clang-format off */
 #define SLA_CONF_N 18
 #define SLA_O_(T, m, f) offsetof(T, m.f)
 #define SLA_CONF_OPTS(T, m)                                                                        \
@@ -109,6 +110,7 @@ extern const char *const sla_ctx_estimate_names[]; /* "midpoint", "worst", NULL 
     {.name = "sla_prior_weight", .type = CONF_DOUBLE, .offset = SLA_O_(T, m, prior_weight),       \
      .min = 0.001, .max = 1e12, .def = "10",                                                       \
      .help = "prior's worth in LOAD reports (fades with sla_forget)"}
+/* clang-format on */
 
 /* A table of the rows alone over a bare sla_config (prog "sla"), for tests and tools. */
 extern const conf_table sla_conf_table;
@@ -128,10 +130,10 @@ typedef struct sla_model {
     double prior[SLA_NFEAT], floor_w;             /* scaled prior and its permanent ridge */
     double theta[SLA_NFEAT];                      /* scaled solution */
     double forget, resid_q;
-    uint64_t n;                                   /* reports fitted */
-    float resid[SLA_RESID_N];                     /* recent |step - prediction|, ns */
+    uint64_t n;               /* reports fitted */
+    float resid[SLA_RESID_N]; /* recent |step - prediction|, ns */
     int resid_n, resid_pos;
-    double margin_ns;                             /* quantile of resid[] */
+    double margin_ns; /* quantile of resid[] */
 } sla_model;
 
 /* prior_ns: c0 ns, c1 ns per sequence, c2 ns per context token, c3 ns per prefill token;
@@ -171,12 +173,12 @@ typedef struct sla_req {
     uint32_t max_tokens; /* >= 1 */
     void *ud;            /* the caller's */
     /* out: read-only for the caller */
-    int state;                  /* SLA_RS_* */
-    sla_inst *inst;             /* RUNNING: the instance it was admitted to (NULL if removed) */
-    uint32_t inst_id;           /* RUNNING: that instance's id */
-    uint64_t t_arrive;          /* first sla_submit */
+    int state;         /* SLA_RS_* */
+    sla_inst *inst;    /* RUNNING: the instance it was admitted to (NULL if removed) */
+    uint32_t inst_id;  /* RUNNING: that instance's id */
+    uint64_t t_arrive; /* first sla_submit */
     uint64_t t_admit, t_first, t_last;
-    uint32_t n_out;             /* output tokens seen */
+    uint32_t n_out; /* output tokens seen */
     /* private */
     struct sla_req *prev, *next; /* queue or instance list */
     bool pending, acked, seen;
@@ -236,14 +238,14 @@ int sla_report(sla *s, sla_inst *in, const ctrl_load *l, uint64_t now);
 
 /* What admitting a request of (prompt_len, max_tokens) to `in` would do. */
 typedef struct sla_pred {
-    bool eligible;     /* ready, reported, not draining, decode role, not stale */
-    bool fits;         /* eligible, KV fits and step <= limit (or the instance is idle) */
-    double step_ns;    /* predicted step with the request, including the residual margin */
-    double limit_ns;   /* target * (1 - margin) */
-    uint32_t batch;    /* sequences with the request */
-    uint64_t ctx;      /* context tokens used in the prediction */
-    int64_t kv_free;   /* blocks the router can still promise */
-    uint64_t kv_need;  /* blocks the request needs */
+    bool eligible;    /* ready, reported, not draining, decode role, not stale */
+    bool fits;        /* eligible, KV fits and step <= limit (or the instance is idle) */
+    double step_ns;   /* predicted step with the request, including the residual margin */
+    double limit_ns;  /* target * (1 - margin) */
+    uint32_t batch;   /* sequences with the request */
+    uint64_t ctx;     /* context tokens used in the prediction */
+    int64_t kv_free;  /* blocks the router can still promise */
+    uint64_t kv_need; /* blocks the request needs */
 } sla_pred;
 void sla_inst_predict(const sla *s, const sla_inst *in, uint32_t prompt_len, uint32_t max_tokens,
                       uint64_t now, sla_pred *out);

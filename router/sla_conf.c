@@ -44,11 +44,20 @@ int sla_config_check(const sla_config *c, afd_err *err) {
         const char *p = (const char *)c + o->offset;
         double v;
         switch (o->type) {
-        case CONF_DOUBLE: v = *(const double *)(const void *)p; break;
-        case CONF_MS: v = (double)*(const int64_t *)(const void *)p; break;
-        case CONF_INT: v = *(const int *)(const void *)p; break;
-        case CONF_ENUM: v = *(const int *)(const void *)p; break;
-        default: continue;
+        case CONF_DOUBLE:
+            v = *(const double *)(const void *)p;
+            break;
+        case CONF_MS:
+            v = (double)*(const int64_t *)(const void *)p;
+            break;
+        case CONF_INT:
+            v = *(const int *)(const void *)p;
+            break;
+        case CONF_ENUM:
+            v = *(const int *)(const void *)p;
+            break;
+        default:
+            continue;
         }
         if (o->type == CONF_ENUM) {
             if (v != SLA_CTX_MIDPOINT && v != SLA_CTX_WORST)

@@ -34,10 +34,8 @@ static int solve(double m[SLA_NFEAT][SLA_NFEAT], double v[SLA_NFEAT], int k) {
     for (int c = 0; c < k; c++) {
         int p = c;
         for (int r = c + 1; r < k; r++)
-            if (fabs(m[r][c]) > fabs(m[p][c]))
-                p = r;
-        if (fabs(m[p][c]) < 1e-300)
-            return -1;
+            if (fabs(m[r][c]) > fabs(m[p][c])) p = r;
+        if (fabs(m[p][c]) < 1e-300) return -1;
         for (int j = 0; j < k; j++) {
             double t = m[c][j];
             m[c][j] = m[p][j];
@@ -67,21 +65,18 @@ static double solve_support(const double M[SLA_NFEAT][SLA_NFEAT], const double v
                             unsigned mask, double out[SLA_NFEAT]) {
     int idx[SLA_NFEAT], k = 0;
     for (int i = 0; i < SLA_NFEAT; i++)
-        if (mask & (1u << i))
-            idx[k++] = i;
+        if (mask & (1u << i)) idx[k++] = i;
     double m[SLA_NFEAT][SLA_NFEAT], y[SLA_NFEAT];
     for (int r = 0; r < k; r++) {
         y[r] = v[idx[r]];
         for (int c = 0; c < k; c++)
             m[r][c] = M[idx[r]][idx[c]];
     }
-    if (solve(m, y, k))
-        return INFINITY;
+    if (solve(m, y, k)) return INFINITY;
     double obj = 0;
     memset(out, 0, SLA_NFEAT * sizeof *out);
     for (int r = 0; r < k; r++) {
-        if (y[r] < 0)
-            return INFINITY;
+        if (y[r] < 0) return INFINITY;
         out[idx[r]] = y[r];
         obj -= v[idx[r]] * y[r];
     }
@@ -128,8 +123,7 @@ static int cmp_f(const void *a, const void *b) {
 static void push_residual(sla_model *m, double r) {
     m->resid[m->resid_pos] = (float)fabs(r);
     m->resid_pos = (m->resid_pos + 1) % SLA_RESID_N;
-    if (m->resid_n < SLA_RESID_N)
-        m->resid_n++;
+    if (m->resid_n < SLA_RESID_N) m->resid_n++;
     float sorted[SLA_RESID_N];
     memcpy(sorted, m->resid, (size_t)m->resid_n * sizeof *sorted);
     qsort(sorted, (size_t)m->resid_n, sizeof *sorted, cmp_f);
@@ -139,8 +133,7 @@ static void push_residual(sla_model *m, double r) {
 }
 
 void sla_model_update(sla_model *m, double batch, double ctx, double prefill, double step_ns) {
-    if (!isfinite(step_ns) || !isfinite(batch) || !isfinite(ctx) || !isfinite(prefill))
-        return;
+    if (!isfinite(step_ns) || !isfinite(batch) || !isfinite(ctx) || !isfinite(prefill)) return;
     push_residual(m, step_ns - sla_model_predict(m, batch, ctx, prefill));
     double x[SLA_NFEAT];
     features(batch, ctx, prefill, x);
@@ -161,7 +154,9 @@ double sla_model_predict(const sla_model *m, double batch, double ctx, double pr
     return y;
 }
 
-double sla_model_margin_ns(const sla_model *m) { return m->margin_ns; }
+double sla_model_margin_ns(const sla_model *m) {
+    return m->margin_ns;
+}
 
 void sla_model_coef(const sla_model *m, double out[SLA_NFEAT]) {
     for (int i = 0; i < SLA_NFEAT; i++)

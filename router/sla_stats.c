@@ -18,7 +18,9 @@ static const double e2e_bounds[] = {0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10,
                                     20,  40,   60,  120, 300, 600, 1200};
 #define NB(a) ((int)(sizeof a / sizeof a[0]))
 
-static double since_s(uint64_t now, uint64_t t) { return now > t ? (double)(now - t) * 1e-9 : 0; }
+static double since_s(uint64_t now, uint64_t t) {
+    return now > t ? (double)(now - t) * 1e-9 : 0;
+}
 
 static const char *const rej_names[] = {"none", "queue_full", "timeout", "unavailable",
                                         "too_large"};
@@ -72,7 +74,9 @@ void sla_stats_counts_changed(sla *s) {
     afd_metric_set(s->m.waiting, s->n.waiting);
 }
 
-void sla_get_counts(const sla *s, sla_counts *out) { *out = s->n; }
+void sla_get_counts(const sla *s, sla_counts *out) {
+    *out = s->n;
+}
 
 double sla_itl_quantile(const sla *s, uint64_t now, double q) {
     return (double)sla_win_quantile(&s->win, now, q) * 1e-9;
@@ -80,10 +84,8 @@ double sla_itl_quantile(const sla *s, uint64_t now, double q) {
 
 int sla_verdict(const sla *s, uint64_t now, double *itl_s) {
     uint64_t q = sla_win_quantile(&s->win, now, s->c.percentile / 100.0);
-    if (itl_s)
-        *itl_s = (double)q * 1e-9;
-    if (!sla_win_samples(&s->win, now))
-        return SLA_VERDICT_NODATA;
+    if (itl_s) *itl_s = (double)q * 1e-9;
+    if (!sla_win_samples(&s->win, now)) return SLA_VERDICT_NODATA;
     return q <= s->target_ns ? SLA_VERDICT_MET : SLA_VERDICT_VIOLATED;
 }
 
@@ -108,15 +110,14 @@ static void register_latency(sla *s, afd_metrics *reg) {
     s->m.itl = hist(reg, "afd:inter_token_latency_seconds",
                     "Gap between consecutive output tokens of a request (token-weighted TPOT).",
                     itl_bounds, NB(itl_bounds));
-    s->m.tpot = hist(reg, "afd:request_time_per_output_token_seconds",
-                     "Per request (t_last - t_first) / (output tokens - 1).", itl_bounds,
-                     NB(itl_bounds));
-    s->m.ttft = hist(reg, "afd:time_to_first_token_seconds",
-                     "Arrival at the router to the first output token.", ttft_bounds,
-                     NB(ttft_bounds));
+    s->m.tpot =
+        hist(reg, "afd:request_time_per_output_token_seconds",
+             "Per request (t_last - t_first) / (output tokens - 1).", itl_bounds, NB(itl_bounds));
+    s->m.ttft =
+        hist(reg, "afd:time_to_first_token_seconds",
+             "Arrival at the router to the first output token.", ttft_bounds, NB(ttft_bounds));
     s->m.e2e = hist(reg, "afd:e2e_request_latency_seconds",
-                    "Arrival at the router to the last output token.", e2e_bounds,
-                    NB(e2e_bounds));
+                    "Arrival at the router to the last output token.", e2e_bounds, NB(e2e_bounds));
 }
 
 static void register_counts(sla *s, afd_metrics *reg) {
@@ -134,9 +135,9 @@ static void register_counts(sla *s, afd_metrics *reg) {
                                                "reason", rej_names[i], NULL);
     s->m.finished = afd_metrics_counter(reg, "afd:sla_finished_total",
                                         "Admitted requests that finished (ok or error).", NULL);
-    s->m.goodput = afd_metrics_counter(reg, "afd:sla_goodput_requests_total",
-                                       "Requests that finished ok with TPOT within the target.",
-                                       NULL);
+    s->m.goodput =
+        afd_metrics_counter(reg, "afd:sla_goodput_requests_total",
+                            "Requests that finished ok with TPOT within the target.", NULL);
     s->m.goodput_tokens = afd_metrics_counter(reg, "afd:sla_goodput_tokens_total",
                                               "Output tokens of the goodput requests.", NULL);
     s->m.cancelled = afd_metrics_counter(reg, "afd:sla_cancelled_total",
@@ -153,13 +154,11 @@ static void register_verdict(sla *s, afd_metrics *reg) {
                                  "1 while the ITL percentile over the window is within the "
                                  "target (or there is no data), 0 when violated.",
                                  NULL);
-    s->m.target = afd_metrics_gauge(reg, "afd:sla_target_seconds", "The TPOT (ITL) target.",
-                                    NULL);
+    s->m.target = afd_metrics_gauge(reg, "afd:sla_target_seconds", "The TPOT (ITL) target.", NULL);
 }
 
 int sla_metrics_register(sla *s, afd_metrics *reg) {
-    if (!s || !reg || s->metrics_on)
-        return AFD_E_STATE;
+    if (!s || !reg || s->metrics_on) return AFD_E_STATE;
     register_latency(s, reg);
     register_counts(s, reg);
     register_verdict(s, reg);

@@ -13,13 +13,14 @@
 #define RATIO 1.01
 
 static int bucket_of(uint64_t v) {
-    if ((double)v < V0_NS)
-        return 0;
+    if ((double)v < V0_NS) return 0;
     double k = floor(log((double)v / V0_NS) / log(RATIO));
     return k >= SLA_WIN_BUCKETS - 2 ? SLA_WIN_BUCKETS - 1 : 1 + (int)k;
 }
 
-static uint64_t bucket_upper(int i) { return (uint64_t)ceil(V0_NS * pow(RATIO, i)); }
+static uint64_t bucket_upper(int i) {
+    return (uint64_t)ceil(V0_NS * pow(RATIO, i));
+}
 
 void sla_win_init(sla_window *w, uint64_t window_ns) {
     memset(w, 0, sizeof *w);
@@ -52,36 +53,34 @@ static bool slot_live(const sla_window *w, int i, uint64_t now) {
 }
 
 void sla_win_add(sla_window *w, uint64_t now, uint64_t v_ns, uint32_t count) {
-    if (!count)
-        return;
+    if (!count) return;
     int i = slot_at(w, now);
     uint32_t *c = &w->cnt[(size_t)i * SLA_WIN_BUCKETS + bucket_of(v_ns)];
     *c = *c > UINT32_MAX - count ? UINT32_MAX : *c + count;
     w->total[i] += count;
 }
 
-void sla_win_depart(sla_window *w, uint64_t now) { w->dep[slot_at(w, now)]++; }
+void sla_win_depart(sla_window *w, uint64_t now) {
+    w->dep[slot_at(w, now)]++;
+}
 
 uint64_t sla_win_samples(const sla_window *w, uint64_t now) {
     uint64_t n = 0;
     for (int i = 0; i < SLA_WIN_SLOTS; i++)
-        if (slot_live(w, i, now))
-            n += w->total[i];
+        if (slot_live(w, i, now)) n += w->total[i];
     return n;
 }
 
 uint64_t sla_win_departures(const sla_window *w, uint64_t now) {
     uint64_t n = 0;
     for (int i = 0; i < SLA_WIN_SLOTS; i++)
-        if (slot_live(w, i, now))
-            n += w->dep[i];
+        if (slot_live(w, i, now)) n += w->dep[i];
     return n;
 }
 
 uint64_t sla_win_quantile(const sla_window *w, uint64_t now, double q) {
     uint64_t n = sla_win_samples(w, now);
-    if (!n)
-        return 0;
+    if (!n) return 0;
     double want = ceil(q * (double)n);
     uint64_t rank = want < 1 ? 1 : want > (double)n ? n : (uint64_t)want, seen = 0;
     bool live[SLA_WIN_SLOTS];
@@ -89,10 +88,8 @@ uint64_t sla_win_quantile(const sla_window *w, uint64_t now, double q) {
         live[i] = slot_live(w, i, now) && w->total[i];
     for (int b = 0; b < SLA_WIN_BUCKETS; b++) {
         for (int i = 0; i < SLA_WIN_SLOTS; i++)
-            if (live[i])
-                seen += w->cnt[(size_t)i * SLA_WIN_BUCKETS + b];
-        if (seen >= rank)
-            return bucket_upper(b);
+            if (live[i]) seen += w->cnt[(size_t)i * SLA_WIN_BUCKETS + b];
+        if (seen >= rank) return bucket_upper(b);
     }
     return bucket_upper(SLA_WIN_BUCKETS - 1);
 }

@@ -9,7 +9,7 @@
 
 #include "router/sla.h"
 
-#define MS 1000000ull
+#define MS  1000000ull
 #define SEC 1000000000ull
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -44,9 +44,14 @@ static sla_config fixed_cfg(void) {
 }
 
 static ctrl_load mkload(uint32_t id, uint32_t running, uint64_t step) {
-    return (ctrl_load){.instance_id = id, .role = CTRL_ROLE_BOTH, .micro_batches = 1,
-                       .step = step, .running = running, .kv_blocks_free = 1000,
-                       .kv_blocks_total = 1000, .block_size = 16,
+    return (ctrl_load){.instance_id = id,
+                       .role = CTRL_ROLE_BOTH,
+                       .micro_batches = 1,
+                       .step = step,
+                       .running = running,
+                       .kv_blocks_free = 1000,
+                       .kv_blocks_total = 1000,
+                       .block_size = 16,
                        .ctx_tokens = (uint64_t)running * 100};
 }
 
@@ -283,7 +288,7 @@ Test(sla_admit, needs_free_kv_blocks) {
     cr_assert_eq(sla_report(s, in, &l, 0), 0);
     a = mkreq(200, 120);
     b = mkreq(100, 60);
-    cr_assert_eq(submit(s, &a, 1 * MS, &ev), SLA_EV_ADMIT); /* 220 tokens = 14 blocks */
+    cr_assert_eq(submit(s, &a, 1 * MS, &ev), SLA_EV_ADMIT);  /* 220 tokens = 14 blocks */
     cr_assert_eq(submit(s, &b, 1 * MS, &ev), SLA_EV_QUEUED); /* 120 = 8 > 6 left */
     sla_req_finish(s, &b, 1 * MS, SLA_END_CANCELLED);
     sla_req_finish(s, &a, 1 * MS, SLA_END_CANCELLED);
@@ -334,16 +339,15 @@ Test(sla_admit, worst_case_context_is_more_conservative) {
     in = mkinst(s, 1, 10, 0);
     sla_inst_predict(s, in, 1000, 2000, 0, &worst);
     cr_assert_eq(worst.ctx, 1000u + 1000 + 2000, "worst ctx %lu", (unsigned long)worst.ctx);
-    cr_assert(worst.step_ns - mid.step_ns > 0.99e6, "worst %g mid %g", worst.step_ns,
-              mid.step_ns);
+    cr_assert(worst.step_ns - mid.step_ns > 0.99e6, "worst %g mid %g", worst.step_ns, mid.step_ns);
     sla_free(s);
 }
 
 Test(sla_admit, skips_stale_draining_not_ready_and_prefill_only) {
     sla_config c = fixed_cfg();
     sla *s = sla_init(&c);
-    sla_inst *stale = mkinst(s, 1, 1, 0);      /* busy, last report at 0 */
-    sla_inst *idle = mkinst(s, 2, 0, 0);       /* idle: its report stays valid */
+    sla_inst *stale = mkinst(s, 1, 1, 0); /* busy, last report at 0 */
+    sla_inst *idle = mkinst(s, 2, 0, 0);  /* idle: its report stays valid */
     sla_inst *busy = mkinst(s, 3, 40, 2900 * MS);
     sla_req r = mkreq(10, 10);
     uint64_t now = 3000 * MS; /* stale_ms 2000 */
@@ -580,8 +584,7 @@ Test(sla_queue, expiry_rejects_with_a_retry_after_from_departures) {
         cr_assert_eq(evs[i].kind, SLA_EV_REJECT);
         cr_assert_eq(evs[i].reason, SLA_REJ_TIMEOUT);
         cr_assert_eq(evs[i].http_status, 429);
-        cr_assert_eq(evs[i].retry_after_s, 1u, "all at the head in turn: %u",
-                     evs[i].retry_after_s);
+        cr_assert_eq(evs[i].retry_after_s, 1u, "all at the head in turn: %u", evs[i].retry_after_s);
         cr_assert_eq(q[i].state, SLA_RS_IDLE);
     }
     sla_counts n;
@@ -622,8 +625,7 @@ static double metric_value(afd_metrics *reg, const char *name) {
     double v = NAN;
     size_t n = strlen(name);
     for (char *p = out; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (!strncmp(p, name, n) && p[n] == ' ')
-            v = strtod(p + n + 1, NULL);
+        if (!strncmp(p, name, n) && p[n] == ' ') v = strtod(p + n + 1, NULL);
     free(out);
     return v;
 }
@@ -715,7 +717,8 @@ Test(sla_tpot, gauges_and_counters_follow_requests) {
     afd_metrics_free(reg);
 }
 
-/* ---- config ----------------------------------------------------------------------------------- */
+/* ---- config -----------------------------------------------------------------------------------
+ */
 
 typedef struct router_like {
     int port;
@@ -723,12 +726,15 @@ typedef struct router_like {
 } router_like;
 
 static const conf_opt router_opts[] = {
-    {.name = "port", .type = CONF_INT, .offset = offsetof(router_like, port), .def = "8000",
+    {.name = "port",
+     .type = CONF_INT,
+     .offset = offsetof(router_like, port),
+     .def = "8000",
      .help = "port"},
     SLA_CONF_OPTS(router_like, sla),
 };
-static const conf_table router_table = {.prog = "router", .summary = "test", .opts = router_opts,
-                                        .n_opts = 1 + SLA_CONF_N};
+static const conf_table router_table = {
+    .prog = "router", .summary = "test", .opts = router_opts, .n_opts = 1 + SLA_CONF_N};
 
 Test(sla_conf, defaults_and_embedding) {
     sla_config c;
@@ -741,8 +747,9 @@ Test(sla_conf, defaults_and_embedding) {
     afd_err err = {0};
     cr_assert_eq(sla_config_check(&c, &err), 0, "%s", err.msg);
     router_like rc;
-    char *argv[] = {"router", "--sla-target-ms", "40ms", "--no-sla-enable", "--sla-ctx-estimate",
-                    "worst", "--sla-percentile=99.9", NULL};
+    char *argv[] = {
+        "router", "--sla-target-ms",       "40ms", "--no-sla-enable", "--sla-ctx-estimate",
+        "worst",  "--sla-percentile=99.9", NULL};
     cr_assert_eq(conf_load(&router_table, &rc, 7, argv, &err), 0, "%s", err.msg);
     cr_assert_eq(rc.port, 8000);
     cr_assert_eq(rc.sla.target_ms, 40);

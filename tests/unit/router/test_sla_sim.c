@@ -151,11 +151,16 @@ static void step_end(sim *m, uint64_t now) {
         }
     }
     m->n_batch = kept;
-    ctrl_load l = {.instance_id = 1, .role = CTRL_ROLE_BOTH, .micro_batches = 1,
-                   .step = ++m->step_no, .running = (uint32_t)m->n_batch,
+    ctrl_load l = {.instance_id = 1,
+                   .role = CTRL_ROLE_BOTH,
+                   .micro_batches = 1,
+                   .step = ++m->step_no,
+                   .running = (uint32_t)m->n_batch,
                    .batch_tokens = m->step_decode + m->step_prefill,
                    .last_step_us = (uint32_t)((now - m->step_start) / 1000),
-                   .kv_blocks_free = 100000, .kv_blocks_total = 100000, .block_size = 16,
+                   .kv_blocks_free = 100000,
+                   .kv_blocks_total = 100000,
+                   .block_size = 16,
                    .ctx_tokens = ctx_total(m)};
     cr_assert_eq(sla_report(m->s, m->inst, &l, now), 0);
     poll_all(m, now);
@@ -166,14 +171,14 @@ static void arrive(sim *m, uint64_t now) {
     cr_assert_lt(m->n_reqs, MAX_REQ);
     seq *q = &m->reqs[m->n_reqs++];
     q->r = (sla_req){.prompt_len = 50 + (uint32_t)(urand(m) * 350),
-                     .max_tokens = 40 + (uint32_t)(urand(m) * 120), .ud = q};
+                     .max_tokens = 40 + (uint32_t)(urand(m) * 120),
+                     .ud = q};
     q->prompt_left = q->r.prompt_len;
     sla_event ev;
     cr_assert_eq(sla_submit(m->s, &q->r, now, &ev), 0);
     take_events(m, &ev, 1);
     poll_all(m, now);
-    if (!m->stepping)
-        step_start(m, now);
+    if (!m->stepping) step_start(m, now);
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -206,8 +211,12 @@ static void run(bool enable, double rate, int seconds, sim_result *res) {
     m->s = sla_init(&c);
     m->inst = sla_inst_add(m->s, 1);
     sla_inst_set_ready(m->inst, true);
-    ctrl_load hello = {.instance_id = 1, .role = CTRL_ROLE_BOTH, .micro_batches = 1,
-                       .kv_blocks_free = 100000, .kv_blocks_total = 100000, .block_size = 16};
+    ctrl_load hello = {.instance_id = 1,
+                       .role = CTRL_ROLE_BOTH,
+                       .micro_batches = 1,
+                       .kv_blocks_free = 100000,
+                       .kv_blocks_total = 100000,
+                       .block_size = 16};
     cr_assert_eq(sla_report(m->s, m->inst, &hello, 0), 0);
     uint64_t end = (uint64_t)seconds * SEC, next = 0;
     while (next < end || m->stepping) {
@@ -218,10 +227,8 @@ static void run(bool enable, double rate, int seconds, sim_result *res) {
             step_end(m, m->step_end);
         }
         uint64_t dl = sla_next_deadline(m->s);
-        if (dl != UINT64_MAX && dl < next && (!m->stepping || dl < m->step_end))
-            poll_all(m, dl);
-        if (!m->stepping && next >= end && !m->n_incoming)
-            break;
+        if (dl != UINT64_MAX && dl < next && (!m->stepping || dl < m->step_end)) poll_all(m, dl);
+        if (!m->stepping && next >= end && !m->n_incoming) break;
     }
     uint64_t now = end + 30 * SEC > m->step_end ? end + 30 * SEC : m->step_end;
     poll_all(m, now); /* whatever still waits expires */
