@@ -71,7 +71,7 @@ static const oopt options[] = {
     O("--prompt-len", O_STR, prompt_s, 0, 0),
     O("--output-len", O_STR, output_s, 0, 0),
     O("--token-range", O_STR, tokens_s, 0, 0),
-    O("--rate", O_DBL, rate, 0, INFINITY),
+    O("--rate", O_DBL, rate, 1e-9, INFINITY),
     O("--duration", O_DBL, duration, 0.001, 1e6),
     O("--sla-ms", O_DBL, sla_ms, 0.001, 1e7),
     O("--ttft-sla-ms", O_DBL, ttft_sla_ms, 0.001, 1e7),
