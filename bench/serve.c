@@ -255,7 +255,7 @@ struct conn {
     struct event *timer;
     sv_http http;
     sv_sse sse;
-    bool sse_ready, connected, finished, saw_done, stream_bad;
+    bool sse_ready, connected, finished, saw_done;
     double now; /* time of the read being parsed */
     char err_body[200];
     size_t err_len;
