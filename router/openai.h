@@ -28,7 +28,7 @@
 /* ---- errors ---- */
 
 #define OA_PARAM_MAX 128
-#define OA_MSG_MAX 512
+#define OA_MSG_MAX   512
 
 typedef struct oa_error {
     int status;               /* HTTP status: 400, 401, 404, 413, 429, 500, 503 */
@@ -45,13 +45,13 @@ int oa_errorf(oa_error *e, int status, const char *type, const char *code, const
               const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* Ready-made errors the router answers with (return as oa_errorf). */
-int oa_error_model_not_found(oa_error *e, const char *model);                  /* 404 */
-int oa_error_context_length(oa_error *e, const char *param, int64_t max_ctx,    /* 400 */
+int oa_error_model_not_found(oa_error *e, const char *model);                /* 404 */
+int oa_error_context_length(oa_error *e, const char *param, int64_t max_ctx, /* 400 */
                             int64_t prompt_tokens, int64_t max_tokens);
-int oa_error_rate_limited(oa_error *e, const char *why);                        /* 429 */
-int oa_error_overloaded(oa_error *e, const char *why);                          /* 503 */
-int oa_error_internal(oa_error *e, const char *why);                            /* 500 */
-int oa_error_invalid_api_key(oa_error *e);                                      /* 401 */
+int oa_error_rate_limited(oa_error *e, const char *why); /* 429 */
+int oa_error_overloaded(oa_error *e, const char *why);   /* 503 */
+int oa_error_internal(oa_error *e, const char *why);     /* 500 */
+int oa_error_invalid_api_key(oa_error *e);               /* 401 */
 
 /* {"error":{"message","type","param","code"}} */
 char *oa_error_json(const oa_error *e, size_t *len);
@@ -98,10 +98,10 @@ typedef struct oa_request {
     uint32_t n_messages;
     oa_prompt *prompts; /* completions: [n_prompts], >= 1 (a batch when > 1) */
     uint32_t n_prompts;
-    int64_t max_tokens;  /* -1: not given (chat: up to the context); completions default 16 */
-    double temperature;  /* [0, 2], default 1 */
-    double top_p;        /* (0, 1], default 1 */
-    int32_t top_k;       /* -1 = off (the request's -1 and 0), else 1 .. limits.max_top_k */
+    int64_t max_tokens; /* -1: not given (chat: up to the context); completions default 16 */
+    double temperature; /* [0, 2], default 1 */
+    double top_p;       /* (0, 1], default 1 */
+    int32_t top_k;      /* -1 = off (the request's -1 and 0), else 1 .. limits.max_top_k */
     bool has_seed;
     int64_t seed;
     char **stop; /* [n_stop] non-empty NUL-free strings */
@@ -109,8 +109,8 @@ typedef struct oa_request {
     uint32_t n_stop;
     uint32_t n; /* choices per prompt, >= 1 */
     bool stream;
-    bool include_usage; /* stream_options.include_usage (only with stream) */
-    bool logprobs;      /* chat: logprobs; completions: logprobs != null */
+    bool include_usage;    /* stream_options.include_usage (only with stream) */
+    bool logprobs;         /* chat: logprobs; completions: logprobs != null */
     uint32_t top_logprobs; /* chat: top_logprobs 0..20; completions: the logprobs value 0..5 */
     bool echo;             /* completions: the prompt text comes first in each choice */
     bool ignore_eos;       /* extension */
@@ -118,19 +118,19 @@ typedef struct oa_request {
 } oa_request;
 
 typedef struct oa_limits {
-    uint32_t max_n;            /* n <= this (default 16) */
-    uint32_t max_choices;      /* n * prompts <= this (default 64) */
-    uint32_t max_stop;         /* stop strings (default 4, as OpenAI) */
-    uint32_t max_stop_bytes;   /* bytes per stop string (default 256) */
-    uint32_t max_messages;     /* default 4096 */
-    uint32_t max_prompts;      /* batch prompts (default 64) */
-    size_t max_prompt_bytes;   /* total text bytes of messages / prompts (default 4 MiB) */
-    uint32_t max_prompt_ids;   /* total token ids over the prompts (default 1 Mi) */
-    uint32_t vocab;            /* token ids must be < vocab; 0 = not checked */
-    int64_t max_tokens;        /* max_tokens <= this (default 1 Mi); the router checks context */
-    int32_t max_top_k;         /* default 1 << 20 */
+    uint32_t max_n;          /* n <= this (default 16) */
+    uint32_t max_choices;    /* n * prompts <= this (default 64) */
+    uint32_t max_stop;       /* stop strings (default 4, as OpenAI) */
+    uint32_t max_stop_bytes; /* bytes per stop string (default 256) */
+    uint32_t max_messages;   /* default 4096 */
+    uint32_t max_prompts;    /* batch prompts (default 64) */
+    size_t max_prompt_bytes; /* total text bytes of messages / prompts (default 4 MiB) */
+    uint32_t max_prompt_ids; /* total token ids over the prompts (default 1 Mi) */
+    uint32_t vocab;          /* token ids must be < vocab; 0 = not checked */
+    int64_t max_tokens;      /* max_tokens <= this (default 1 Mi); the router checks context */
+    int32_t max_top_k;       /* default 1 << 20 */
     uint32_t default_max_tokens_completions; /* 16, as OpenAI */
-    size_t max_string_bytes;   /* model, user, name, tool_call_id ... (default 256) */
+    size_t max_string_bytes;                 /* model, user, name, tool_call_id ... (default 256) */
 } oa_limits;
 
 void oa_limits_default(oa_limits *l);
@@ -158,7 +158,7 @@ static inline uint32_t oa_choice_prompt(const oa_request *r, uint32_t index) {
  * {"model"?, "messages": [...], "add_generation_prompt"? (default true), "add_special_tokens"?
  * (default false)}. */
 typedef struct oa_tokenize_req {
-    char *model; /* NULL if absent */
+    char *model;  /* NULL if absent */
     char *prompt; /* NULL when messages are given */
     size_t prompt_len;
     oa_message *messages;
@@ -234,11 +234,11 @@ typedef struct oa_choice {
     uint32_t index;
     const char *text; /* chat: message.content; completions: text (echoed prompt included) */
     size_t text_len;
-    oa_finish finish;        /* STOP or LENGTH */
-    bool logprobs;           /* false: "logprobs": null */
-    const oa_lp_token *lp;   /* [n_lp] */
+    oa_finish finish;      /* STOP or LENGTH */
+    bool logprobs;         /* false: "logprobs": null */
+    const oa_lp_token *lp; /* [n_lp] */
     uint32_t n_lp;
-    uint64_t text_offset0;   /* completions: text_offset of lp[0] (in characters) */
+    uint64_t text_offset0; /* completions: text_offset of lp[0] (in characters) */
 } oa_choice;
 
 /* chat.completion / text_completion with usage. */

@@ -59,8 +59,8 @@ int oa_error_model_not_found(oa_error *e, const char *model) {
                      "The model '%.200s' does not exist or you do not have access to it.", model);
 }
 
-int oa_error_context_length(oa_error *e, const char *param, int64_t max_ctx,
-                            int64_t prompt_tokens, int64_t max_tokens) {
+int oa_error_context_length(oa_error *e, const char *param, int64_t max_ctx, int64_t prompt_tokens,
+                            int64_t max_tokens) {
     if (max_tokens > 0)
         return oa_errorf(e, 400, INVALID, "context_length_exceeded", param,
                          "This model's maximum context length is %" PRId64 " tokens. However, "
@@ -131,14 +131,21 @@ typedef struct pctx {
 
 static const char *jt_name(const json_t *v) {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a decimal";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a decimal";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
     }
 }
 
@@ -155,8 +162,7 @@ static int missing(pctx *c, const char *param) {
 
 static int unsupported(pctx *c, const char *param, const char *why) {
     return oa_errorf(c->e, 400, INVALID, "unsupported_parameter", param,
-                     "Unsupported parameter: '%s' is not supported by this server%s.", param,
-                     why);
+                     "Unsupported parameter: '%s' is not supported by this server%s.", param, why);
 }
 
 static int unsupported_value(pctx *c, const char *param, const char *got, const char *only) {
@@ -231,8 +237,8 @@ static int int_range(pctx *c, const char *param, int64_t v, int64_t lo, int64_t 
 }
 
 /* Optional integer member in [lo, hi]; *out untouched when absent. */
-static int get_int(pctx *c, const json_t *o, const char *key, int64_t lo, int64_t hi,
-                   int64_t *out, bool *present) {
+static int get_int(pctx *c, const json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                   bool *present) {
     json_t *v = opt(o, key);
     if (present) *present = v != NULL;
     if (!v) return 0;
@@ -759,7 +765,8 @@ void oa_request_free(oa_request *r) {
         free(r->prompts[i].ids);
     }
     free(r->prompts);
-    for (uint32_t i = 0; r->stop && i < r->n_stop; i++) free(r->stop[i]);
+    for (uint32_t i = 0; r->stop && i < r->n_stop; i++)
+        free(r->stop[i]);
     free(r->stop);
     free(r->stop_len);
     free(r->user);

@@ -49,7 +49,9 @@ static void jw_raw(jw *w, const char *s, size_t n) {
     w->len += n;
 }
 
-static void jw_lit(jw *w, const char *s) { jw_raw(w, s, strlen(s)); }
+static void jw_lit(jw *w, const char *s) {
+    jw_raw(w, s, strlen(s));
+}
 
 static void jw_sep(jw *w) {
     if (!w->len || w->oom) return;
@@ -62,25 +64,24 @@ static void jw_open(jw *w, char c) {
     jw_raw(w, &c, 1);
 }
 
-static void jw_close(jw *w, char c) { jw_raw(w, &c, 1); }
+static void jw_close(jw *w, char c) {
+    jw_raw(w, &c, 1);
+}
 
 /* Length of the valid UTF-8 sequence at s[0..n), or 0 (overlong, surrogate, > U+10FFFF,
  * truncated or stray continuation byte). */
 size_t oa_utf8_seq(const uint8_t *s, size_t n) {
     uint8_t c = s[0];
     if (c < 0x80) return 1;
-    size_t len;
-    uint32_t cp, min;
-    if ((c & 0xe0) == 0xc0) len = 2, cp = c & 0x1f, min = 0x80;
-    else if ((c & 0xf0) == 0xe0) len = 3, cp = c & 0x0f, min = 0x800;
-    else if ((c & 0xf8) == 0xf0) len = 4, cp = c & 0x07, min = 0x10000;
-    else return 0;
-    if (n < len) return 0;
+    static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000}; /* shortest form per length */
+    size_t len = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+    if (len == 0 || n < len) return 0;
+    uint32_t cp = c & (0x7fu >> len);
     for (size_t i = 1; i < len; i++) {
         if ((s[i] & 0xc0) != 0x80) return 0;
         cp = cp << 6 | (s[i] & 0x3f);
     }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
     return len;
 }
 
@@ -100,17 +101,23 @@ static void jw_chars(jw *w, const uint8_t *s, size_t n, int bad) {
         uint8_t c = s[i];
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             size_t j = i + 1; /* a run of plain ASCII at once */
-            while (j < n && s[j] >= 0x20 && s[j] < 0x80 && s[j] != '"' && s[j] != '\\') j++;
+            while (j < n && s[j] >= 0x20 && s[j] < 0x80 && s[j] != '"' && s[j] != '\\')
+                j++;
             jw_raw(w, (const char *)s + i, j - i);
             i = j;
             continue;
         }
         size_t k = c < 0x80 ? 1 : oa_utf8_seq(s + i, n - i);
-        if (c == '"') jw_raw(w, "\\\"", 2);
-        else if (c == '\\') jw_raw(w, "\\\\", 2);
-        else if (c == '\n') jw_raw(w, "\\n", 2);
-        else if (c == '\r') jw_raw(w, "\\r", 2);
-        else if (c == '\t') jw_raw(w, "\\t", 2);
+        if (c == '"')
+            jw_raw(w, "\\\"", 2);
+        else if (c == '\\')
+            jw_raw(w, "\\\\", 2);
+        else if (c == '\n')
+            jw_raw(w, "\\n", 2);
+        else if (c == '\r')
+            jw_raw(w, "\\r", 2);
+        else if (c == '\t')
+            jw_raw(w, "\\t", 2);
         else if (c < 0x20) {
             char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             jw_raw(w, u, 6);
@@ -133,7 +140,9 @@ static void jw_str(jw *w, const char *s, size_t n) {
     jw_raw(w, "\"", 1);
 }
 
-static void jw_cstr(jw *w, const char *s) { jw_str(w, s, strlen(s)); }
+static void jw_cstr(jw *w, const char *s) {
+    jw_str(w, s, strlen(s));
+}
 
 static void jw_key(jw *w, const char *k) {
     jw_cstr(w, k);
@@ -191,7 +200,8 @@ static void lp_bytes(jw *w, const uint8_t *b, uint32_t n) {
         return;
     }
     jw_open(w, '[');
-    for (uint32_t i = 0; i < n; i++) jw_int(w, b[i]);
+    for (uint32_t i = 0; i < n; i++)
+        jw_int(w, b[i]);
     jw_close(w, ']');
 }
 
@@ -246,8 +256,8 @@ static void lp_text_token(jw *w, const uint8_t *b, uint32_t n) {
 }
 
 static bool same_bytes(const oa_lp_cand *a, const oa_lp_cand *b) {
-    return a->len == b->len && (a->bytes == b->bytes || (a->bytes && b->bytes &&
-                                                         !memcmp(a->bytes, b->bytes, a->len)));
+    return a->len == b->len &&
+           (a->bytes == b->bytes || (a->bytes && b->bytes && !memcmp(a->bytes, b->bytes, a->len)));
 }
 
 /* One top_logprobs object; a repeated token string keeps its first (most likely) value. */
@@ -255,7 +265,8 @@ static void lp_text_top(jw *w, const oa_lp_token *t) {
     jw_open(w, '{');
     for (uint32_t j = 0; j < t->n_top; j++) {
         bool dup = false;
-        for (uint32_t k = 0; k < j && !dup; k++) dup = same_bytes(&t->top[k], &t->top[j]);
+        for (uint32_t k = 0; k < j && !dup; k++)
+            dup = same_bytes(&t->top[k], &t->top[j]);
         if (dup) continue;
         lp_text_token(w, t->top[j].bytes, t->top[j].len);
         jw_raw(w, ":", 1);
@@ -266,7 +277,8 @@ static void lp_text_top(jw *w, const oa_lp_token *t) {
 
 uint64_t oa_text_chars(const char *bytes, size_t n) {
     uint64_t c = 0;
-    for (size_t i = 0; i < n; i++) c += ((uint8_t)bytes[i] & 0xc0) != 0x80;
+    for (size_t i = 0; i < n; i++)
+        c += ((uint8_t)bytes[i] & 0xc0) != 0x80;
     return c;
 }
 
@@ -275,15 +287,18 @@ static void lp_text(jw *w, const oa_lp_token *t, uint32_t n, uint64_t off) {
     jw_open(w, '{');
     jw_key(w, "tokens");
     jw_open(w, '[');
-    for (uint32_t i = 0; i < n; i++) lp_text_token(w, t[i].bytes, t[i].len);
+    for (uint32_t i = 0; i < n; i++)
+        lp_text_token(w, t[i].bytes, t[i].len);
     jw_close(w, ']');
     jw_key(w, "token_logprobs");
     jw_open(w, '[');
-    for (uint32_t i = 0; i < n; i++) jw_logprob(w, t[i].logprob);
+    for (uint32_t i = 0; i < n; i++)
+        jw_logprob(w, t[i].logprob);
     jw_close(w, ']');
     jw_key(w, "top_logprobs");
     jw_open(w, '[');
-    for (uint32_t i = 0; i < n; i++) lp_text_top(w, &t[i]);
+    for (uint32_t i = 0; i < n; i++)
+        lp_text_top(w, &t[i]);
     jw_close(w, ']');
     jw_key(w, "text_offset");
     jw_open(w, '[');
@@ -295,19 +310,24 @@ static void lp_text(jw *w, const oa_lp_token *t, uint32_t n, uint64_t off) {
     jw_close(w, '}');
 }
 
-static void lp_any(jw *w, oa_endpoint ep, bool on, const oa_lp_token *t, uint32_t n,
-                   uint64_t off) {
-    if (!on) jw_null(w);
-    else if (ep == OA_CHAT) lp_chat(w, t, n);
-    else lp_text(w, t, n, off);
+static void lp_any(jw *w, oa_endpoint ep, bool on, const oa_lp_token *t, uint32_t n, uint64_t off) {
+    if (!on)
+        jw_null(w);
+    else if (ep == OA_CHAT)
+        lp_chat(w, t, n);
+    else
+        lp_text(w, t, n, off);
 }
 
 /* ---- responses ---- */
 
 static void finish_reason(jw *w, oa_finish f) {
-    if (f == OA_FINISH_STOP) jw_cstr(w, "stop");
-    else if (f == OA_FINISH_LENGTH) jw_cstr(w, "length");
-    else jw_null(w);
+    if (f == OA_FINISH_STOP)
+        jw_cstr(w, "stop");
+    else if (f == OA_FINISH_LENGTH)
+        jw_cstr(w, "length");
+    else
+        jw_null(w);
 }
 
 static void usage(jw *w, const oa_usage *u) {
@@ -382,7 +402,8 @@ char *oa_response_json(const oa_meta *m, const oa_choice *choices, size_t n, con
     jw_open(&w, '[');
     for (size_t i = 0; i < n; i++) {
         const oa_choice *c = &choices[i];
-        if (chat) chat_choice(&w, c);
+        if (chat)
+            chat_choice(&w, c);
         else
             text_choice(&w, c->index, c->text, c->text_len, c->logprobs, c->lp, c->n_lp,
                         c->text_offset0, c->finish);
@@ -490,7 +511,8 @@ char *oa_models_json(const oa_model_info *models, size_t n, size_t *len) {
     jw_cstr(&w, "list");
     jw_key(&w, "data");
     jw_open(&w, '[');
-    for (size_t i = 0; i < n; i++) model_obj(&w, &models[i]);
+    for (size_t i = 0; i < n; i++)
+        model_obj(&w, &models[i]);
     jw_close(&w, ']');
     jw_close(&w, '}');
     return jw_done(&w, len);
@@ -511,7 +533,8 @@ char *oa_tokenize_json(const int32_t *ids, size_t n, int64_t max_model_len, size
     jw_int(&w, max_model_len);
     jw_key(&w, "tokens");
     jw_open(&w, '[');
-    for (size_t i = 0; i < n; i++) jw_int(&w, ids[i]);
+    for (size_t i = 0; i < n; i++)
+        jw_int(&w, ids[i]);
     jw_close(&w, ']');
     jw_close(&w, '}');
     return jw_done(&w, len);
@@ -536,11 +559,15 @@ char *oa_error_json(const oa_error *e, size_t *len) {
     jw_key(&w, "type");
     jw_cstr(&w, e->type ? e->type : "invalid_request_error");
     jw_key(&w, "param");
-    if (e->param[0]) jw_cstr(&w, e->param);
-    else jw_null(&w);
+    if (e->param[0])
+        jw_cstr(&w, e->param);
+    else
+        jw_null(&w);
     jw_key(&w, "code");
-    if (e->code) jw_cstr(&w, e->code);
-    else jw_null(&w);
+    if (e->code)
+        jw_cstr(&w, e->code);
+    else
+        jw_null(&w);
     jw_close(&w, '}');
     jw_close(&w, '}');
     return jw_done(&w, len);

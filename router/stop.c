@@ -18,9 +18,9 @@ typedef struct st_node {
     uint32_t sibling; /* next child of the same parent, 0 = none */
     uint32_t fail;
     uint32_t depth;
-    uint32_t best;       /* length of the longest stop ending here, 0 = none */
-    int32_t best_which;  /* its index in the caller's list */
-    uint8_t byte;        /* edge label from the parent */
+    uint32_t best;      /* length of the longest stop ending here, 0 = none */
+    int32_t best_which; /* its index in the caller's list */
+    uint8_t byte;       /* edge label from the parent */
 } st_node;
 
 enum { ST_RUNNING = 0, ST_MATCHED = 1, ST_FINISHED = 2 };
@@ -127,7 +127,8 @@ int oa_stop_new(const char *const *stops, const size_t *lens, size_t n, oa_stop 
     }
     memset(&s->nodes[0], 0, sizeof s->nodes[0]);
     s->n_nodes = 1;
-    for (size_t i = 0; i < n; i++) st_insert(s, stops[i], lens[i], (int)i);
+    for (size_t i = 0; i < n; i++)
+        st_insert(s, stops[i], lens[i], (int)i);
     if ((rc = st_link(s))) {
         oa_stop_free(s);
         return rc;
@@ -153,14 +154,21 @@ void oa_stop_reset(oa_stop *s) {
     s->phase = ST_RUNNING;
 }
 
-size_t oa_stop_held(const oa_stop *s) { return s->held_len; }
-uint64_t oa_stop_emitted(const oa_stop *s) { return s->emitted; }
-int oa_stop_which(const oa_stop *s) { return s->which; }
+size_t oa_stop_held(const oa_stop *s) {
+    return s->held_len;
+}
+uint64_t oa_stop_emitted(const oa_stop *s) {
+    return s->emitted;
+}
+int oa_stop_which(const oa_stop *s) {
+    return s->which;
+}
 
 static int st_reserve(oa_stop *s, size_t n) {
     if (n <= s->out_cap) return 0;
     size_t cap = s->out_cap ? s->out_cap : 64;
-    while (cap < n) cap *= 2;
+    while (cap < n)
+        cap *= 2;
     char *p = realloc(s->out, cap);
     if (!p) return -ENOMEM;
     s->out = p;

@@ -81,7 +81,8 @@ static void check_stop(const oa_request *r, const char *text, size_t len, unsign
         size_t j = i, chars = 0;
         while (j < len && chars < step) { /* step characters */
             j++;
-            while (j < len && ((uint8_t)text[j] & 0xc0) == 0x80) j++;
+            while (j < len && ((uint8_t)text[j] & 0xc0) == 0x80)
+                j++;
             chars++;
         }
         const char *o;
@@ -120,8 +121,8 @@ static void check_request(const oa_request *r, const oa_limits *l) {
         CHECK(r->n_messages >= 1 && r->n_messages <= l->max_messages && !r->prompts);
         CHECK(r->top_logprobs <= 20 && (r->logprobs || r->top_logprobs == 0));
         for (uint32_t i = 0; i < r->n_messages; i++) {
-            CHECK(r->messages[i].content && strlen(r->messages[i].content) ==
-                                                r->messages[i].content_len);
+            CHECK(r->messages[i].content &&
+                  strlen(r->messages[i].content) == r->messages[i].content_len);
             CHECK(r->messages[i].role <= OA_ROLE_TOOL);
             CHECK(r->messages[i].role != OA_ROLE_TOOL || r->messages[i].tool_call_id);
             text += r->messages[i].content_len;
@@ -158,8 +159,13 @@ static void check_output(const oa_request *r) {
     }
     oa_meta m = {r->endpoint, "id", 1, r->model, NULL, r->include_usage};
     oa_lp_token lp = {(const uint8_t *)text, (uint32_t)(len < 16 ? len : 16), -1.5f, NULL, 0};
-    oa_choice c = {.index = 0, .text = text, .text_len = len, .finish = OA_FINISH_STOP,
-                   .logprobs = r->logprobs, .lp = &lp, .n_lp = 1};
+    oa_choice c = {.index = 0,
+                   .text = text,
+                   .text_len = len,
+                   .finish = OA_FINISH_STOP,
+                   .logprobs = r->logprobs,
+                   .lp = &lp,
+                   .n_lp = 1};
     oa_usage u = {1, 2};
     size_t n;
     json_t *v = valid_json(oa_response_json(&m, &c, 1, &u, &n), n);
@@ -169,8 +175,8 @@ static void check_output(const oa_request *r) {
     CHECK(json_string_length(t) == len && memcmp(json_string_value(t), text, len) == 0);
     CHECK(strcmp(json_string_value(json_object_get(v, "model")), r->model) == 0);
     json_decref(v);
-    oa_delta d = {.index = 1, .text = text, .text_len = len, .logprobs = r->logprobs,
-                  .lp = &lp, .n_lp = 1};
+    oa_delta d = {
+        .index = 1, .text = text, .text_len = len, .logprobs = r->logprobs, .lp = &lp, .n_lp = 1};
     json_decref(valid_json(oa_chunk_json(&m, &d, &n), n));
     check_stop(r, text, len, 1 + (unsigned)(len % 3));
 }

@@ -68,9 +68,10 @@ Test(openai_req, chat_full) {
     oa_request r;
     ok(OA_CHAT, body, &r);
     cr_assert_eq(r.n_messages, 6, "%u", r.n_messages);
-    oa_role roles[] = {OA_ROLE_SYSTEM, OA_ROLE_DEVELOPER, OA_ROLE_USER, OA_ROLE_ASSISTANT,
-                       OA_ROLE_TOOL, OA_ROLE_ASSISTANT};
-    for (int i = 0; i < 6; i++) cr_assert_eq(r.messages[i].role, roles[i], "message %d", i);
+    oa_role roles[] = {OA_ROLE_SYSTEM,    OA_ROLE_DEVELOPER, OA_ROLE_USER,
+                       OA_ROLE_ASSISTANT, OA_ROLE_TOOL,      OA_ROLE_ASSISTANT};
+    for (int i = 0; i < 6; i++)
+        cr_assert_eq(r.messages[i].role, roles[i], "message %d", i);
     cr_assert_str_eq(r.messages[1].content, "a\nb");
     cr_assert_str_eq(r.messages[1].name, "dev");
     cr_assert_str_eq(r.messages[2].content, "caf\xc3\xa9");
@@ -256,14 +257,14 @@ typedef struct bad_case {
     oa_endpoint ep;
     const char *body;
     int status;
-    const char *code; /* NULL: JSON null */
+    const char *code;  /* NULL: JSON null */
     const char *param; /* "" : null */
 } bad_case;
 
 #define MSG "\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
-#define PR "\"model\":\"m\",\"prompt\":\"x\""
-#define C OA_CHAT
-#define T OA_COMPLETIONS
+#define PR  "\"model\":\"m\",\"prompt\":\"x\""
+#define C   OA_CHAT
+#define T   OA_COMPLETIONS
 
 static const bad_case BAD[] = {
     {C, "{\"model\":\"m\",", 400, NULL, ""},
@@ -271,8 +272,8 @@ static const bad_case BAD[] = {
     {C, "", 400, NULL, ""},
     {C, "[1]", 400, "invalid_type", ""},
     {C, "\"str\"", 400, "invalid_type", ""},
-    {C, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 400,
-     "missing_required_parameter", "model"},
+    {C, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 400, "missing_required_parameter",
+     "model"},
     {C, "{\"model\":null,\"messages\":[]}", 400, "missing_required_parameter", "model"},
     {C, "{\"model\":5,\"messages\":[]}", 400, "invalid_type", "model"},
     {C, "{\"model\":\"m\"}", 400, "missing_required_parameter", "messages"},
@@ -285,7 +286,8 @@ static const bad_case BAD[] = {
      "invalid_value", "messages[0].role"},
     {C, "{\"model\":\"m\",\"messages\":[{\"role\":1,\"content\":\"x\"}]}", 400, "invalid_type",
      "messages[0].role"},
-    {C, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"user\"}]}",
+    {C,
+     "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"user\"}]}",
      400, "missing_required_parameter", "messages[1].content"},
     {C, "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":null}]}", 400,
      "missing_required_parameter", "messages[0].content"},
@@ -293,19 +295,22 @@ static const bad_case BAD[] = {
      "messages[0].content"},
     {C, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[]}]}", 400, "empty_array",
      "messages[0].content"},
-    {C, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"user\","
-        "\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"image_url\",\"image_url\":"
-        "{\"url\":\"http://x\"}}]}]}",
+    {C,
+     "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"user\","
+     "\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"image_url\",\"image_url\":"
+     "{\"url\":\"http://x\"}}]}]}",
      400, "invalid_value", "messages[1].content[1].type"},
-    {C, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"refusal\","
-        "\"refusal\":\"r\"}]}]}",
+    {C,
+     "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"refusal\","
+     "\"refusal\":\"r\"}]}]}",
      400, "invalid_value", "messages[0].content[0].type"},
     {C, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"text\":\"a\"}]}]}", 400,
      "missing_required_parameter", "messages[0].content[0].type"},
     {C, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}",
      400, "missing_required_parameter", "messages[0].content[0].text"},
-    {C, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
-        "\"text\":3}]}]}",
+    {C,
+     "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+     "\"text\":3}]}]}",
      400, "invalid_type", "messages[0].content[0].text"},
     {C, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[\"a\"]}]}", 400,
      "invalid_type", "messages[0].content[0]"},
@@ -386,8 +391,9 @@ static const bad_case BAD[] = {
     {T, "{" PR ",\"suffix\":\"end\"}", 400, "unsupported_parameter", "suffix"},
     {T, "{" PR ",\"suffix\":1}", 400, "invalid_type", "suffix"},
     {T, "{" PR ",\"stop\":[\"\"]}", 400, "invalid_value", "stop[0]"},
-    {T, "{\"model\":\"m\",\"prompt\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"],"
-        "\"n\":8}",
+    {T,
+     "{\"model\":\"m\",\"prompt\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"],"
+     "\"n\":8}",
      400, "invalid_value", "n"},
 };
 
@@ -398,18 +404,18 @@ Test(openai_req, rejections) {
         oa_error e;
         int rc = parse(b->ep, b->body, &r, &e);
         cr_assert_eq(rc, AFD_E_FORMAT, "case %zu (%s): rc %d", i, b->body, rc);
-        cr_assert_eq(e.status, b->status, "case %zu (%s): status %d, want %d", i, b->body,
-                     e.status, b->status);
+        cr_assert_eq(e.status, b->status, "case %zu (%s): status %d, want %d", i, b->body, e.status,
+                     b->status);
         cr_assert_str_eq(e.type, "invalid_request_error", "case %zu", i);
         cr_assert_str_eq(e.code ? e.code : "null", b->code ? b->code : "null",
                          "case %zu (%s): code %s, want %s (%s)", i, b->body,
                          e.code ? e.code : "null", b->code ? b->code : "null", e.message);
-        cr_assert_str_eq(e.param, b->param, "case %zu (%s): param '%s', want '%s' (%s)", i,
-                         b->body, e.param, b->param, e.message);
+        cr_assert_str_eq(e.param, b->param, "case %zu (%s): param '%s', want '%s' (%s)", i, b->body,
+                         e.param, b->param, e.message);
         cr_assert_gt(strlen(e.message), 10, "case %zu: message '%s'", i, e.message);
         if (b->param[0] && strncmp(b->code ? b->code : "", "missing", 7) != 0)
-            cr_assert(strstr(e.message, b->param), "case %zu: message '%s' does not name '%s'",
-                      i, e.message, b->param);
+            cr_assert(strstr(e.message, b->param), "case %zu: message '%s' does not name '%s'", i,
+                      e.message, b->param);
         cr_assert_null(r.model, "case %zu: the request is freed and zeroed", i);
         cr_assert_null(r.messages, "case %zu", i);
         cr_assert_null(r.prompts, "case %zu", i);
@@ -426,7 +432,8 @@ Test(openai_req, bad_json_says_where) {
     cr_assert(strstr(e.message, "column"), "message: %s", e.message);
     /* the body length is honoured: a valid prefix followed by junk */
     const char *b2 = "{\"model\":\"m\",\"prompt\":\"x\"}GARBAGE";
-    cr_assert_eq(oa_parse_request(OA_COMPLETIONS, b2, strcspn(b2, "G"), NULL, &r, &e), 0, "%s", e.message);
+    cr_assert_eq(oa_parse_request(OA_COMPLETIONS, b2, strcspn(b2, "G"), NULL, &r, &e), 0, "%s",
+                 e.message);
     oa_request_free(&r);
     cr_assert_eq(oa_parse_request(OA_COMPLETIONS, b2, strlen(b2), NULL, &r, &e), AFD_E_FORMAT);
     /* NUL inside a string and invalid UTF-8 are refused by the JSON layer */
@@ -517,7 +524,8 @@ static void valid_utf8(const char *s) {
 /* Truncated values in messages never leave half a character behind. */
 Test(openai_req, messages_stay_utf8) {
     char model[400] = "a";
-    for (int i = 0; i < 150; i++) strcat(model, "\xc3\xa9");
+    for (int i = 0; i < 150; i++)
+        strcat(model, "\xc3\xa9");
     oa_error e;
     oa_error_model_not_found(&e, model);
     valid_utf8(e.message);

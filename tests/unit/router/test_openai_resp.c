@@ -104,8 +104,8 @@ Test(openai_resp, chat_completion_shape) {
 Test(openai_resp, text_completion_shape) {
     oa_choice ch[3];
     for (int i = 0; i < 3; i++)
-        ch[i] = (oa_choice){.index = (uint32_t)i, .text = "abc", .text_len = (size_t)i,
-                            .finish = OA_FINISH_LENGTH};
+        ch[i] = (oa_choice){
+            .index = (uint32_t)i, .text = "abc", .text_len = (size_t)i, .finish = OA_FINISH_LENGTH};
     oa_usage u = {3, 5};
     size_t len;
     json_t *r = load(oa_response_json(&TEXT, ch, 3, &u, &len), &len);
@@ -135,8 +135,13 @@ Test(openai_resp, chat_logprobs_shape) {
         {B_E2, 2, -12.5f, NULL, 0},
         {B_AE2, 2, -1e-7f, NULL, 0},
     };
-    oa_choice ch = {.index = 0, .text = "Hello", .text_len = 5, .finish = OA_FINISH_STOP,
-                    .logprobs = true, .lp = t, .n_lp = 3};
+    oa_choice ch = {.index = 0,
+                    .text = "Hello",
+                    .text_len = 5,
+                    .finish = OA_FINISH_STOP,
+                    .logprobs = true,
+                    .lp = t,
+                    .n_lp = 3};
     size_t len;
     json_t *r = load(oa_response_json(&CHAT, &ch, 1, NULL, &len), &len);
     keys_are(r, "id,object,created,model,system_fingerprint,choices");
@@ -186,8 +191,13 @@ Test(openai_resp, chat_logprobs_empty_list) {
 
 Test(openai_resp, logprob_numbers_are_short) {
     oa_lp_token t = {B_HELLO, 5, -0.1f, NULL, 0};
-    oa_choice ch = {.index = 0, .text = "Hello", .text_len = 5, .finish = OA_FINISH_STOP,
-                    .logprobs = true, .lp = &t, .n_lp = 1};
+    oa_choice ch = {.index = 0,
+                    .text = "Hello",
+                    .text_len = 5,
+                    .finish = OA_FINISH_STOP,
+                    .logprobs = true,
+                    .lp = &t,
+                    .n_lp = 1};
     size_t len;
     char *s = oa_response_json(&CHAT, &ch, 1, NULL, &len);
     cr_assert(strstr(s, "\"logprob\":-0.1,"), "%s", s);
@@ -210,8 +220,13 @@ Test(openai_resp, completions_logprobs_shape) {
         {B_E2, 2, -4.0f, top1, 1}, /* a piece of a character: 1 lead byte */
         {B_HELLO, 5, -0.75f, NULL, 0},
     };
-    oa_choice ch = {.index = 0, .text = "Say wörld", .text_len = 10,
-                    .finish = OA_FINISH_LENGTH, .logprobs = true, .lp = t, .n_lp = 3,
+    oa_choice ch = {.index = 0,
+                    .text = "Say wörld",
+                    .text_len = 10,
+                    .finish = OA_FINISH_LENGTH,
+                    .logprobs = true,
+                    .lp = t,
+                    .n_lp = 3,
                     .text_offset0 = 3};
     size_t len;
     json_t *r = load(oa_response_json(&TEXT, &ch, 1, NULL, &len), &len);
@@ -280,8 +295,10 @@ static void chat_stream(bool include_usage) {
         char *d = json_dumps(json_object_get(ch, "delta"), JSON_COMPACT | JSON_PRESERVE_ORDER);
         cr_assert_str_eq(d, want_delta[i], "chunk %d: delta %s", i, d);
         free(d);
-        if (i < 3) is_null(ch, "finish_reason");
-        else cr_assert_str_eq(sget(ch, "finish_reason"), "stop");
+        if (i < 3)
+            is_null(ch, "finish_reason");
+        else
+            cr_assert_str_eq(sget(ch, "finish_reason"), "stop");
         json_decref(c);
     }
     if (!include_usage) return;
@@ -297,13 +314,22 @@ static void chat_stream(bool include_usage) {
     json_decref(c);
 }
 
-Test(openai_resp, chat_stream_with_usage) { chat_stream(true); }
-Test(openai_resp, chat_stream_without_usage) { chat_stream(false); }
+Test(openai_resp, chat_stream_with_usage) {
+    chat_stream(true);
+}
+Test(openai_resp, chat_stream_without_usage) {
+    chat_stream(false);
+}
 
 Test(openai_resp, chat_stream_text_with_finish_and_logprobs) {
     oa_lp_token t = {(const uint8_t *)"end", 3, -0.5f, NULL, 0};
-    oa_delta d = {.index = 0, .text = "end", .text_len = 3, .finish = OA_FINISH_LENGTH,
-                  .logprobs = true, .lp = &t, .n_lp = 1};
+    oa_delta d = {.index = 0,
+                  .text = "end",
+                  .text_len = 3,
+                  .finish = OA_FINISH_LENGTH,
+                  .logprobs = true,
+                  .lp = &t,
+                  .n_lp = 1};
     size_t len;
     json_t *c = load(oa_chunk_json(&CHAT, &d, &len), &len);
     json_t *ch = json_array_get(json_object_get(c, "choices"), 0);
@@ -353,8 +379,8 @@ Test(openai_resp, escaping_round_trips) {
                         "\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
                         "\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
                         "\xef\xbf\xbd.";
-    oa_choice ch = {.index = 0, .text = text, .text_len = sizeof text - 1,
-                    .finish = OA_FINISH_STOP};
+    oa_choice ch = {
+        .index = 0, .text = text, .text_len = sizeof text - 1, .finish = OA_FINISH_STOP};
     size_t len;
     json_t *r = load(oa_response_json(&CHAT, &ch, 1, NULL, &len), &len);
     json_t *m = json_object_get(json_array_get(json_object_get(r, "choices"), 0), "message");
@@ -406,8 +432,8 @@ Test(openai_resp, ids) {
     cr_assert_str_eq(ia, ia2);
     cr_assert_str_neq(ia, ib);
     for (size_t i = 9; ia[i]; i++)
-        cr_assert(strchr("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
-                         ia[i]), "%s", ia);
+        cr_assert(strchr("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", ia[i]),
+                  "%s", ia);
 }
 
 Test(openai_resp, tokenize_detokenize) {

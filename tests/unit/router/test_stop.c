@@ -23,7 +23,8 @@ typedef struct sink {
 
 static oa_stop *mk(const char **stops, size_t n) {
     size_t lens[16];
-    for (size_t i = 0; i < n; i++) lens[i] = strlen(stops[i]);
+    for (size_t i = 0; i < n; i++)
+        lens[i] = strlen(stops[i]);
     oa_stop *s = NULL;
     int rc = oa_stop_new(stops, lens, n, &s);
     cr_assert_eq(rc, 0, "oa_stop_new: %d", rc);
@@ -118,7 +119,8 @@ Test(stop, same_end_longest_wins) {
     const char *d[] = {"ab", "c", "d", "e"};
     oa_stop *s = mk(stops, 3);
     sink k = {0};
-    for (int i = 0; i < 4; i++) feed(s, &k, d[i]);
+    for (int i = 0; i < 4; i++)
+        feed(s, &k, d[i]);
     cr_assert_str_eq(k.buf, "a");
     cr_assert_eq(oa_stop_which(s), 1, "which %d", oa_stop_which(s));
     oa_stop_free(s);
@@ -145,7 +147,8 @@ Test(stop, multibyte) {
     cr_assert_str_eq(k.buf, "caf\xc3\xa9 ");
     const char *d2[] = {"a\xf0\x9f\x98\x81", "b\xf0\x9f\x98\x80"};
     run(stops, 2, d2, 2, &k);
-    cr_assert_str_eq(k.buf, "a\xf0\x9f\x98\x81" "b");
+    cr_assert_str_eq(k.buf, "a\xf0\x9f\x98\x81"
+                            "b");
 }
 
 Test(stop, match_at_start_and_after_match) {
@@ -217,7 +220,8 @@ Test(stop, nul_bytes_in_stop) {
 /* A long output in one-byte deltas with a stop that keeps almost matching: linear time. */
 Test(stop, long_output_linear) {
     enum { N = 1 << 20 };
-    const char *stops[] = {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab", "ac"};
+    const char *stops[] = {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab",
+                           "ac"};
     oa_stop *s = mk(stops, 2);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -239,7 +243,8 @@ Test(stop, long_output_linear) {
 
 /* ---- property test against a brute-force reference ---- */
 
-static const char *ALPHA[] = {"a", "b", "a", "b", "c", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+static const char *ALPHA[] = {
+    "a", "b", "a", "b", "c", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
 #define N_ALPHA (sizeof ALPHA / sizeof ALPHA[0])
 
 static uint64_t rng_state;
@@ -350,8 +355,8 @@ static void one_case(unsigned iter) {
         cr_assert_eq(got_len, cut, "iter %u: sent %zu bytes, want %zu (text '%s')", iter, got_len,
                      cut, text);
         cr_assert_eq(rc, which >= 0, "iter %u: rc %d which %d", iter, rc, which);
-        cr_assert_eq(oa_stop_which(s), which, "iter %u: which %d want %d", iter,
-                     oa_stop_which(s), which);
+        cr_assert_eq(oa_stop_which(s), which, "iter %u: which %d want %d", iter, oa_stop_which(s),
+                     which);
     }
     cr_assert_eq(memcmp(got, text, got_len), 0, "iter %u: sent text differs", iter);
     cr_assert_eq(oa_stop_emitted(s), got_len);
@@ -360,5 +365,6 @@ static void one_case(unsigned iter) {
 
 Test(stop, property_vs_brute_force) {
     rng_state = 0x5eed5eedu;
-    for (unsigned i = 0; i < 20000; i++) one_case(i);
+    for (unsigned i = 0; i < 20000; i++)
+        one_case(i);
 }
