@@ -177,7 +177,8 @@ int ho_on_reserve(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_reserve *m) 
     snprintf(v->req_id, sizeof v->req_id, "%s", m->req_id);
     v->s = m->s;
     v->s.n_stop = m->s.n_stop < CTRL_STOP_MAX ? m->s.n_stop : CTRL_STOP_MAX;
-    memcpy(v->stop, m->s.stop, v->s.n_stop * sizeof *v->stop);
+    if (v->s.n_stop)
+        memcpy(v->stop, m->s.stop, v->s.n_stop * sizeof *v->stop);
     v->s.stop = v->stop;
     v->epoch = ++d->next_epoch ? d->next_epoch : ++d->next_epoch;
     uint64_t lease = m->lease_ms && (int64_t)m->lease_ms < d->cfg.lease_ms

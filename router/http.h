@@ -167,8 +167,9 @@ int rh_sse_start(rh_req *r);
 long rh_sse_send(rh_req *r, const char *data, size_t len);
 /* Finishing: ends the stream (last chunk). 0, AFD_E_STATE (no stream: 500 sent), AFD_E_PEER. */
 int rh_sse_end(rh_req *r);
-/* Finishing: closes the connection now (a stream that must stop mid-way). on_close does not
- * run. 0 or AFD_E_PEER. */
+/* Finishing: closes the connection once what was already queued is written, without ending
+ * the stream or body properly, so the client sees it cut (a stream that must stop mid-way).
+ * on_close does not run. 0 or AFD_E_PEER. */
 int rh_abort(rh_req *r);
 
 /* Sets the callback for the client going away before the reply is finished (replaces an

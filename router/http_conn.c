@@ -98,31 +98,33 @@ static void conn_flushed(rh_conn *c) {
 }
 
 static void conn_to_idle(rh_conn *c) {
-    if (c->srv->draining) {
-        rh_conn_close(c);
-        return;
-    }
     c->state = C_IDLE;
     c->scanned = 0;
     evtimer_add(c->timer, &c->srv->tv_idle);
 }
 
+/* Flushes what is queued, then closes (C_CLOSING ends in conn_flushed). */
+static void conn_to_closing(rh_conn *c) {
+    c->state = C_CLOSING;
+    evtimer_del(c->timer);
+    event_active(c->kick, EV_TIMEOUT, 0);
+}
+
 void rh_conn_after_reply(rh_conn *c, int close_after) {
     if (c->state == C_DEAD)
         return;
-    if (close_after) {
-        c->state = C_CLOSING;
-        evtimer_del(c->timer);
-    } else {
-        conn_to_idle(c);
+    if (close_after || c->srv->draining) {
+        conn_to_closing(c);
+        return;
     }
+    conn_to_idle(c);
     event_active(c->kick, EV_TIMEOUT, 0);
 }
 
 void rh_conns_close_idle(rh_server *s) {
     for (rh_conn *c = s->conns; c; c = c->next)
         if (c->state == C_IDLE)
-            rh_conn_close(c);
+            conn_to_closing(c);
 }
 
 void rh_conns_free_all(rh_server *s) {

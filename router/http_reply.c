@@ -398,7 +398,7 @@ int rh_abort(rh_req *r) {
     access_log(r, status);
     c->req = NULL;
     rh_req_free(r);
-    rh_conn_close(c);
+    rh_conn_after_reply(c, 1); /* what was queued goes out, then the connection closes */
     return 0;
 }
 

@@ -5,6 +5,7 @@
  *       --plain: all of stdin is one text.                      -> {"ids": [...]} per input
  *   afd-tok decode --tokenizer PATH [--skip-special] [--stream] < {"ids": [...]} lines
  *       -> {"text": "..."}; --stream feeds the ids one by one -> {"text": ..., "chunks": [...]}
+ *       and gives the whole decode as "whole" 
  *   afd-tok chat --tokenizer PATH [--no-generation-prompt] [--escape]
  *       < {"messages": [...]} (or a bare array) lines            -> {"text": ..., "ids": [...]}
  *   afd-tok token --tokenizer PATH ID...   -> {"id", "piece", "text", "bytes", "special"}
@@ -145,7 +146,7 @@ static void encode_one(ctx *c, const char *s, size_t n, size_t line) {
 
 static void encode_line(ctx *c, const char *line, size_t len, size_t no) {
     json_error_t je;
-    json_t *j = json_loadb(line, len, 0, &je);
+    json_t *j = json_loadb(line, len, JSON_ALLOW_NUL, &je);
     json_t *text = json_object_get(j, "text"), *hex = json_object_get(j, "hex");
     tok_str raw = {0};
     if (json_is_string(text))
@@ -199,7 +200,7 @@ static int stream_decode(ctx *c, const tok_ids *ids, tok_str *text, json_t *chun
 
 static void decode_line(ctx *c, const char *line, size_t len, size_t no) {
     json_error_t je;
-    json_t *j = json_loadb(line, len, 0, &je);
+    json_t *j = json_loadb(line, len, JSON_ALLOW_NUL, &je);
     tok_ids ids = {0};
     tok_str text = {0};
     afd_err err = {0};
@@ -214,10 +215,16 @@ static void decode_line(ctx *c, const char *line, size_t len, size_t no) {
     else {
         fputs("{\"text\":", stdout);
         print_json_string(text.s ? text.s : "", text.len);
-        if (c->o.stream) {
+        if (c->o.stream) { /* the whole decode too, to check they agree */
+            tok_str whole = {0};
             char *d = json_dumps(chunks, JSON_COMPACT);
+            tok_decode(c->t, ids.v, ids.n, c->o.skip_special ? TOK_DEC_SKIP_SPECIAL : 0, &whole,
+                       &err);
+            fputs(",\"whole\":", stdout);
+            print_json_string(whole.s ? whole.s : "", whole.len);
             printf(",\"chunks\":%s", d);
             free(d);
+            tok_str_release(&whole);
         }
         fputs("}\n", stdout);
     }
@@ -231,7 +238,7 @@ static void decode_line(ctx *c, const char *line, size_t len, size_t no) {
 
 static void chat_line(ctx *c, const char *line, size_t len, size_t no) {
     json_error_t je;
-    json_t *j = json_loadb(line, len, 0, &je);
+    json_t *j = json_loadb(line, len, JSON_ALLOW_NUL, &je);
     json_t *msgs = json_is_array(j) ? j : json_object_get(j, "messages");
     json_t *gen = json_object_get(j, "add_generation_prompt");
     tok_chat_opts o = {.add_generation_prompt = json_is_boolean(gen) ? json_is_true(gen)
