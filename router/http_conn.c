@@ -11,6 +11,7 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -589,9 +590,14 @@ int rh_tls_init(rh_server *s, const char *cert, const char *key, afd_err *err) {
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
         return tls_fail(err, "certificate", cert);
-    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            ERR_clear_error();
+            return afd_errf(err, AFD_E_MISMATCH, "http: TLS key %s does not match the "
+                            "certificate %s", key, cert);
+        }
         return tls_fail(err, "key", key);
-    if (SSL_CTX_check_private_key(ctx) != 1)
-        return tls_fail(err, "key does not match the certificate:", key);
+    }
     return 0;
 }
