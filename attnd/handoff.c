@@ -147,6 +147,10 @@ int ho_on_reserve(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_reserve *m) 
                0;
     if (d->draining)
         return send_reserve_fail(d, p, req, m->seq_id, CTRL_R_DRAINING, "attnd is draining"), 0;
+    if (!at_ffn_ok(d))
+        return send_reserve_fail(d, p, req, m->seq_id, CTRL_R_PEER,
+                                 "the FFN group is down (reconnecting)"),
+               0;
     if (find_resv(d, m->seq_id, 0, p))
         return send_reserve_fail(d, p, req, m->seq_id, CTRL_R_DUPLICATE,
                                  "seq_id already reserved"),
@@ -681,6 +685,10 @@ int ho_on_prefill(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_prefill *m) 
     }
     if (d->draining) {
         send_prefill_done(d, &tmp, CTRL_R_DRAINING, "attnd is draining");
+        return 0;
+    }
+    if (!at_ffn_ok(d)) {
+        send_prefill_done(d, &tmp, CTRL_R_PEER, "the FFN group is down (reconnecting)");
         return 0;
     }
     for (pjob *j = d->pjobs; j; j = j->next)

@@ -154,6 +154,7 @@ aseq *at_seq_new(struct attnd *d, cpeer *owner, uint64_t seq_id, uint64_t req,
                  const char *req_id, const ctrl_sampling *s, uint32_t n_prompt);
 void at_seq_link(struct attnd *d, aseq *a);
 void at_seq_unlink(struct attnd *d, aseq *a);
+bool at_ffn_ok(struct attnd *d); /* the FFN group is connected and not broken */
 cpeer *at_cpeer_new(struct attnd *d, xp_peer *xp, int kind);
 void at_cpeer_free(struct attnd *d, cpeer *p);
 /* Error finish for a sequence the router holds but that never reached the scheduler. */

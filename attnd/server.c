@@ -220,6 +220,11 @@ static int on_submit(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_submit *m
         send_ack(d, p, h->step, m->seq_id, CTRL_R_DRAINING, "attnd is draining");
         return 0;
     }
+    if (!at_ffn_ok(d)) {
+        afd_metric_inc(d->m_req_refused);
+        send_ack(d, p, h->step, m->seq_id, CTRL_R_PEER, "the FFN group is down (reconnecting)");
+        return 0;
+    }
     if (find_seq(d, p, m->seq_id)) {
         send_ack(d, p, h->step, m->seq_id, CTRL_R_DUPLICATE, "seq_id already running");
         return 0;
@@ -591,11 +596,39 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     event_base_loopbreak(d->base);
 }
 
+/* A broken FFN group is reconnected (fc_close + fc_open, bounded wait) at most once a second;
+ * meanwhile new work is refused with CTRL_R_PEER and /ready says why. */
+static void ffn_retry(attnd *d) {
+    char why[200] = "";
+    if (d->ffn && !fc_broken(d->ffn, why, sizeof why))
+        return;
+    uint64_t now = afd_now_ns();
+    if (now - d->last_ffn_retry < 1000000000ull)
+        return;
+    d->last_ffn_retry = now;
+    fc_close(d->ffn);
+    d->ffn = NULL;
+    d->pipe.ffn = NULL;
+    fc_opts o = d->fo;
+    o.connect_timeout_ms = 1000;
+    afd_err err = {0};
+    if (fc_open(&d->ffn, &o, &err) == 0) {
+        d->pipe.ffn = d->ffn;
+        log_info("FFN group reconnected (%d shard(s))", d->fo.n_shards);
+    } else {
+        d->ffn = NULL;
+        log_warn("FFN group down (%s); reconnect failed: %s", why, err.msg);
+    }
+}
+
+bool at_ffn_ok(attnd *d) { return d->ffn && !fc_broken(d->ffn, NULL, 0); }
+
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     attnd *d = arg;
     if (d->ffn)
         fc_progress(d->ffn); /* heartbeats with the FFN group while idle */
+    ffn_retry(d);
     ho_tick(d);
     if (at_sched_idle(d->sched))
         send_load(d, 0, 0); /* the router sees freed capacity without a step */

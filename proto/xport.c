@@ -509,6 +509,10 @@ int xp_connect(xp_ctx *c, const char *addr, int port, xp_peer **out, afd_err *er
 /* ---- context ---- */
 
 static int ucp_setup(xp_ctx *c, afd_err *err) {
+    /* A daemon restarted on its port (systemd Restart=) must be able to listen while the old
+     * process's connections sit in TIME_WAIT; Linux still refuses a port another socket
+     * listens on. The transport reads this from the environment only. */
+    setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
     ucp_config_t *cfg;
     if (XP_CHECK(AFD_LOG_ERROR, ucp_config_read(NULL, NULL, &cfg)) != UCS_OK)
         return afd_errf(err, -EIO, "xport: cannot read the UCX configuration");

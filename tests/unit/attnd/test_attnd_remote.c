@@ -255,3 +255,77 @@ Test(attnd, concurrent_greedy_sequences_equal_single_process) {
     cr_assert_eq(fp_stop(&a), 0, "attnd exit status after SIGTERM");
     cr_assert_eq(fp_stop(&f), 0, "ffnd exit status after SIGTERM");
 }
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/* A TCP port free right now (UCX's listener takes it a moment later). */
+static int free_port(void) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t n = sizeof a;
+    getsockname(s, (struct sockaddr *)&a, &n);
+    close(s);
+    return ntohs(a.sin_port);
+}
+
+/* The FFN group dies mid-sequence: that sequence ends with an error, new work is refused
+ * with a reason while it is down, and once an ffnd is back at the address the attnd
+ * reconnects by itself and serves correct tokens again. */
+Test(attnd, ffn_group_failure_and_reconnect) {
+    reference();
+    char port[16];
+    snprintf(port, sizeof port, "%d", free_port());
+    const char *fx[] = {"--listen-port", port, NULL};
+    fproc f, a;
+    fp_start(&f, model_dir, "3000", fx);
+    char ffn[64];
+    snprintf(ffn, sizeof ffn, "127.0.0.1:%s", port);
+    const char *extra[] = {"--ffn", ffn, "--micro-batches", "2", "--kv-mem", "64mb", NULL};
+    fp_start_bin(&a, "attnd", model_dir, "3000", extra);
+    client c;
+    c_open(&c, a.data_port);
+    c_submit(&c, 1, 0, 60000);
+    while (c.got[1] < 3)
+        xp_wait(c.xp, 5);
+    kill(f.pid, SIGKILL);
+    waitpid(f.pid, NULL, 0);
+    int64_t deadline = (int64_t)afd_now_ns() + 20000000000ll;
+    while (!c.finish[1]) {
+        cr_assert_lt((int64_t)afd_now_ns(), deadline, "the running sequence never ended");
+        xp_wait(c.xp, 10);
+    }
+    cr_assert_eq(c.finish[1], CTRL_FINISH_ERROR, "finish %d", c.finish[1]);
+    /* refused while down */
+    int acks = c.n_ack;
+    c_submit(&c, 2, 0, 4);
+    while (c.n_ack == acks)
+        xp_wait(c.xp, 10);
+    cr_assert_eq(c.ack_reason[acks], CTRL_R_PEER, "reason %u: %s", c.ack_reason[acks],
+                 c.ack_msg[acks]);
+    /* back: an ffnd at the same address */
+    fp_start(&f, model_dir, "3000", fx);
+    deadline = (int64_t)afd_now_ns() + 20000000000ll;
+    for (uint64_t s = 3;; s++) {
+        cr_assert_lt(s, (uint64_t)NSEQ + 8);
+        acks = c.n_ack;
+        c_submit(&c, s, 0, MAXOUT);
+        while (c.n_ack == acks)
+            xp_wait(c.xp, 10);
+        if (c.ack_reason[acks] == CTRL_OK) {
+            while (!c.finish[s])
+                xp_wait(c.xp, 10);
+            cr_assert_eq(c.finish[s], CTRL_FINISH_LENGTH);
+            for (int t = 0; t < MAXOUT; t++)
+                cr_assert_eq(c.toks[s][t], want[0][t], "token %d after reconnect", t);
+            break;
+        }
+        cr_assert_eq(c.ack_reason[acks], CTRL_R_PEER, "%s", c.ack_msg[acks]);
+        cr_assert_lt((int64_t)afd_now_ns(), deadline, "no reconnect within 20 s");
+        usleep(200000);
+    }
+    xp_free(c.xp);
+    cr_assert_eq(fp_stop(&a), 0, "attnd exit status");
+    cr_assert_eq(fp_stop(&f), 0, "ffnd exit status");
+}
