@@ -133,7 +133,7 @@ static int get_bool(ld *L, json_t *obj, const char *key, bool dflt, bool *out, c
 static int check_id(ld *L, json_t *v, const char *ctx, int32_t *id) {
     if (!json_is_integer(v) || json_integer_value(v) < 0 ||
         json_integer_value(v) >= TOK_MAX_VOCAB)
-        return bad(L, json_is_integer(v) ? AFD_E_LIMIT : AFD_E_FORMAT,
+        return bad(L, json_is_integer(v) && json_integer_value(v) > 0 ? AFD_E_LIMIT : AFD_E_FORMAT,
                    "%s: id is not an integer in [0, %d)", ctx, TOK_MAX_VOCAB);
     *id = (int32_t)json_integer_value(v);
     return 0;
@@ -281,7 +281,8 @@ static int build_phash(ld *L) {
         size_t n = t->piece_off[id + 1] - t->piece_off[id];
         int32_t other = tok_piece_lookup(t, s, n);
         if (other >= 0)
-            return bad(L, AFD_E_FORMAT, "token \"%.60s\" has two ids, %d and %d", s, other, id);
+            return bad(L, AFD_E_FORMAT, "token \"%.*s\" has two ids, %d and %d",
+                       (int)(n > 60 ? 60 : n), s, other, id);
         uint32_t i = (uint32_t)tok_hash(s, n) & t->phash_mask;
         while (t->phash[i] >= 0)
             i = (i + 1) & t->phash_mask;
