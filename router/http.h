@@ -17,6 +17,9 @@
  *     "gone": accessors still work, every reply call returns AFD_E_PEER, and the next
  *     finishing call ends it (rh_server_free ends any left over).
  *
+ * Logging: handlers and on_close run with the request id as the log request id; a finishing
+ * call writes one access-log line and leaves the calling thread's log request id cleared.
+ *
  * Threads: every function must be called on the thread running the event_base (the metrics
  * registry may be read from anywhere). Callbacks never run inside an rh_* call: a reply never
  * re-enters a handler or an on_close callback. rh_server_free must not be called from inside a

@@ -214,11 +214,11 @@ static int step_head(rh_conn *c) {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     size_t len = evbuffer_get_length(in), lim = (size_t)c->srv->max_header;
     size_t look = len < lim ? len : lim;
-    if (c->scanned == 0) {
+    if (c->scanned == 0) { /* blank lines may precede the request line */
         size_t blank = rh_leading_blank((const char *)evbuffer_pullup(in, (ev_ssize_t)look), look);
         evbuffer_drain(in, blank);
         len -= blank;
-        look -= blank;
+        look = len < lim ? len : lim;
     }
     if (look == 0)
         return 0;
@@ -478,6 +478,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     conn_link(s, c);
     conn_to_idle(c);
+    evtimer_add(c->timer, &s->tv_read); /* the first request must start within the read timeout */
 }
 
 static void on_relisten(evutil_socket_t fd, short what, void *arg) {
