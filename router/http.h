@@ -150,8 +150,8 @@ int rh_req_gone(const rh_req *r);          /* 1 once the client has gone */
  * started AFD_E_STATE; gone AFD_E_PEER; more than 16 KiB of them AFD_E_LIMIT. */
 int rh_set_header(rh_req *r, const char *name, const char *value);
 
-/* Finishing: status (100..599 except 1xx/204/304 with a body; anything else is sent as 500
- * and logged) with body (copied). 0, AFD_E_PEER (gone), AFD_E_STATE (a stream had started:
+/* Finishing: status (200..599; other values are sent as 500 and logged; 204 and 304 go
+ * without a body) with body (copied). 0, AFD_E_PEER (gone), AFD_E_STATE (a stream had started:
  * it is ended instead), -ENOMEM. */
 int rh_reply(rh_req *r, int status, const char *content_type, const void *body, size_t len);
 int rh_reply_json(rh_req *r, int status, const char *body, size_t len);

@@ -86,14 +86,13 @@ void rh_conn_gone(rh_conn *c, int lim) {
         rh_req_free(r);
 }
 
-/* Output flushed after a reply that closes: plain TCP shuts its write side and reads what the
- * client still sends for a moment (so a reply to an unread body is not lost to a reset). */
+/* Output flushed after a reply that closes: read (and drop) what the client still sends for a
+ * moment, so that a reply to an unread body is not lost to a reset. Plain TCP also shuts its
+ * write side, which tells a close-delimited reader the response is complete; TLS cannot (the
+ * stream would lose its framing), so there the client's own close or the linger timer ends it. */
 static void conn_flushed(rh_conn *c) {
-    if (c->tls) {
-        rh_conn_close(c);
-        return;
-    }
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    if (!c->tls)
+        shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     c->state = C_LINGER;
     evtimer_add(c->timer, &c->srv->tv_linger);
 }

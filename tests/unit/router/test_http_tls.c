@@ -101,7 +101,7 @@ static void h_metrics(rh_req *r, void *ud) {
 }
 
 static void routes(th_server *t) {
-    cr_assert_eq(rh_route(t->srv, RH_GET, "/echo", 0, h_echo, t), 0);
+    cr_assert_eq(rh_route(t->srv, RH_GET | RH_POST, "/echo", 0, h_echo, t), 0);
     cr_assert_eq(rh_route(t->srv, RH_GET, "/stream", 0, h_stream, t), 0);
     cr_assert_eq(rh_route(t->srv, RH_GET, "/metrics", 0, h_metrics, t), 0);
 }
@@ -220,6 +220,29 @@ Test(http_tls, old_protocols_refused) {
         n += r;
     buf[n] = 0;
     cr_assert_eq(th_status(buf), 200, "%s", buf);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+}
+
+Test(http_tls, body_over_limit_answered_before_close) {
+    int fd = th_connect(ts.port);
+    SSL_CTX *ctx;
+    int reason = 0;
+    SSL *ssl = tls_connect(fd, TLS1_3_VERSION, &ctx, &reason);
+    cr_assert_not_null(ssl, "reason %d", reason);
+    const char *req = "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n";
+    SSL_write(ssl, req, (int)strlen(req));
+    char junk[16384];
+    memset(junk, 'j', sizeof junk);
+    SSL_write(ssl, junk, (int)sizeof junk); /* unread by the server */
+    char buf[4096];
+    int n = 0;
+    for (int r; n < (int)sizeof buf - 1 && (r = SSL_read(ssl, buf + n, (int)sizeof buf - 1 - n)) > 0;)
+        n += r;
+    buf[n] = 0;
+    cr_assert_eq(th_status(buf), 413, "%s", buf);
+    cr_assert(strstr(buf, "\"code\":\"request_too_large\""), "%s", buf);
     SSL_free(ssl);
     SSL_CTX_free(ctx);
     close(fd);
