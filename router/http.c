@@ -14,14 +14,13 @@
 #include "common/base/log.h"
 #include "router/http_int.h"
 
-#define LINGER_MS     2000
+#define LINGER_MS      2000
 #define MAX_TIMEOUT_MS (24LL * 3600 * 1000)
 
 /* ---- routes ---- */
 
 static int route_match(const rh_route_ent *e, const char *path) {
-    if (e->prefix)
-        return strncmp(path, e->path, e->plen) == 0 && path[e->plen] != 0;
+    if (e->prefix) return strncmp(path, e->path, e->plen) == 0 && path[e->plen] != 0;
     return strcmp(path, e->path) == 0;
 }
 
@@ -33,25 +32,21 @@ static const rh_route_ent *route_lookup(const rh_server *s, const char *path, un
     for (int k = 0; k < s->n_routes; k++) {
         const rh_route_ent *e = &s->routes[k];
         size_t rank = e->prefix ? e->plen : SIZE_MAX;
-        if (rank > best && route_match(e, path))
-            best = rank;
+        if (rank > best && route_match(e, path)) best = rank;
     }
     const rh_route_ent *hit = NULL;
     *allow = 0;
     for (int k = 0; best && k < s->n_routes; k++) {
         const rh_route_ent *e = &s->routes[k];
-        if ((e->prefix ? e->plen : SIZE_MAX) != best || !route_match(e, path))
-            continue;
+        if ((e->prefix ? e->plen : SIZE_MAX) != best || !route_match(e, path)) continue;
         *allow |= e->methods;
-        if (e->methods & method)
-            hit = e;
+        if (e->methods & method) hit = e;
     }
     return hit;
 }
 
 static int path_ok(const char *path) {
-    if (!path || path[0] != '/')
-        return 0;
+    if (!path || path[0] != '/') return 0;
     for (const char *p = path; *p; p++)
         if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '?' || *p == '#')
             return 0;
@@ -60,14 +55,11 @@ static int path_ok(const char *path) {
 
 int rh_route(rh_server *s, unsigned methods, const char *path, unsigned flags, rh_handler cb,
              void *ud) {
-    if (!path_ok(path) || !cb || !methods || (methods & ~0x7fu))
-        return AFD_E_FORMAT;
+    if (!path_ok(path) || !cb || !methods || (methods & ~0x7fu)) return AFD_E_FORMAT;
     size_t len = strlen(path);
     int prefix = len >= 2 && strcmp(path + len - 2, "/*") == 0;
-    if (strchr(path, '*') && (!prefix || strchr(path, '*') != path + len - 1))
-        return AFD_E_FORMAT;
-    if (methods & RH_GET)
-        methods |= RH_HEAD;
+    if (strchr(path, '*') && (!prefix || strchr(path, '*') != path + len - 1)) return AFD_E_FORMAT;
+    if (methods & RH_GET) methods |= RH_HEAD;
     for (int k = 0; k < s->n_routes; k++)
         if (strcmp(s->routes[k].path, path) == 0 && (s->routes[k].methods & methods))
             return AFD_E_MISMATCH;
@@ -76,21 +68,23 @@ int rh_route(rh_server *s, unsigned methods, const char *path, unsigned flags, r
         s->routes = xrealloc(s->routes, (size_t)s->cap_routes * sizeof *s->routes);
     }
     rh_route_ent *e = &s->routes[s->n_routes++];
-    *e = (rh_route_ent){.path = xstrdup(path), .plen = prefix ? len - 1 : len,
-                        .prefix = prefix, .methods = methods, .flags = flags, .cb = cb,
+    *e = (rh_route_ent){.path = xstrdup(path),
+                        .plen = prefix ? len - 1 : len,
+                        .prefix = prefix,
+                        .methods = methods,
+                        .flags = flags,
+                        .cb = cb,
                         .ud = ud};
     return 0;
 }
 
 static void allow_text(unsigned mask, char *out, size_t cap) {
-    static const char *const names[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
-                                        "PATCH"};
+    static const char *const names[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
     size_t n = 0;
     out[0] = 0;
     for (int b = 0; b < 7; b++)
         if (mask & (1u << b))
-            n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? ", " : "",
-                                  names[b]);
+            n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? ", " : "", names[b]);
 }
 
 /* ---- head phases: each returns 1 when it replied (the request is finished) ---- */
@@ -107,11 +101,9 @@ static int phase_id(rh_req *r) {
 }
 
 static int origin_allowed(const rh_server *s, const char *origin) {
-    if (s->cors_any)
-        return 1;
+    if (s->cors_any) return 1;
     for (int k = 0; k < s->n_cors; k++)
-        if (strcmp(s->cors[k], origin) == 0)
-            return 1;
+        if (strcmp(s->cors[k], origin) == 0) return 1;
     return 0;
 }
 
@@ -120,10 +112,9 @@ static int preflight(rh_req *r, unsigned allow) {
     allow_text(allow | RH_OPTIONS, methods, sizeof methods);
     const char *want = rh_head_get(&r->h, "Access-Control-Request-Headers");
     rh_add_header_raw(r, "Access-Control-Allow-Methods", methods);
-    rh_add_header_raw(r, "Access-Control-Allow-Headers",
-                      want && rh_token_list_ok(want, 1024)
-                          ? want
-                          : "Authorization, Content-Type, X-Request-Id");
+    rh_add_header_raw(
+        r, "Access-Control-Allow-Headers",
+        want && rh_token_list_ok(want, 1024) ? want : "Authorization, Content-Type, X-Request-Id");
     rh_add_header_raw(r, "Access-Control-Max-Age", "600");
     rh_reply(r, 204, NULL, NULL, 0);
     return 1;
@@ -132,13 +123,10 @@ static int preflight(rh_req *r, unsigned allow) {
 static int phase_cors(rh_req *r) {
     rh_server *s = r->srv;
     const char *origin = rh_head_get(&r->h, "Origin");
-    if ((!s->n_cors && !s->cors_any) || !origin)
-        return 0;
+    if ((!s->n_cors && !s->cors_any) || !origin) return 0;
     int ok = origin_allowed(s, origin);
-    if (ok)
-        r->cors_origin = s->cors_any ? "*" : origin;
-    if (r->method != RH_OPTIONS || !rh_head_get(&r->h, "Access-Control-Request-Method"))
-        return 0;
+    if (ok) r->cors_origin = s->cors_any ? "*" : origin;
+    if (r->method != RH_OPTIONS || !rh_head_get(&r->h, "Access-Control-Request-Method")) return 0;
     unsigned allow;
     route_lookup(s, r->path, 0, &allow);
     if (!ok) {
@@ -161,12 +149,10 @@ static int phase_route(rh_req *r) {
 
 static int phase_auth(rh_req *r) {
     rh_server *s = r->srv;
-    if (s->keys.n == 0 || (r->route && (r->route->flags & RH_PUBLIC)))
-        return 0;
+    if (s->keys.n == 0 || (r->route && (r->route->flags & RH_PUBLIC))) return 0;
     size_t len = 0;
     const char *tok = rh_bearer_token(rh_head_get(&r->h, "Authorization"), &len);
-    if (tok && rh_keys_check(&s->keys, tok, len))
-        return 0;
+    if (tok && rh_keys_check(&s->keys, tok, len)) return 0;
     rh_add_header_raw(r, "WWW-Authenticate", "Bearer");
     if (!tok)
         rh_reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
@@ -179,8 +165,7 @@ static int phase_auth(rh_req *r) {
 }
 
 static int phase_route_errors(rh_req *r) {
-    if (r->route)
-        return 0;
+    if (r->route) return 0;
     unsigned allow;
     route_lookup(r->srv, r->path, r->method, &allow);
     if (!allow) {
@@ -198,8 +183,7 @@ static int phase_route_errors(rh_req *r) {
 
 static int phase_body_limit(rh_req *r) {
     uint64_t max = r->srv->max_body;
-    if (!r->fr.has_length || r->fr.length <= max)
-        return 0;
+    if (!r->fr.has_length || r->fr.length <= max) return 0;
     rh_limit_hit(r->srv, RH_LIM_BODY);
     rh_reply_error(r, 413, NULL, "request_too_large", NULL,
                    "request body is %llu bytes, over the limit of %llu bytes",
@@ -213,13 +197,11 @@ static const rh_phase head_phases[] = {phase_id,   phase_cors,         phase_rou
 int rh_req_begin(rh_req *r) {
     r->method = rh_method_bit(r->h.method);
     char *q = strchr(r->h.target, '?');
-    if (q)
-        *q++ = 0;
+    if (q) *q++ = 0;
     r->path = r->h.target;
     r->query = q;
     for (size_t k = 0; k < sizeof head_phases / sizeof head_phases[0]; k++)
-        if (head_phases[k](r))
-            return 1;
+        if (head_phases[k](r)) return 1;
     return 0;
 }
 
@@ -236,13 +218,27 @@ void rh_req_dispatch(rh_req *r) {
 
 /* ---- accessors ---- */
 
-const char *rh_req_method(const rh_req *r) { return r->h.method ? r->h.method : ""; }
-unsigned rh_req_method_id(const rh_req *r) { return r->method; }
-const char *rh_req_path(const rh_req *r) { return r->path; }
-const char *rh_req_query(const rh_req *r) { return r->query; }
-const char *rh_req_id(const rh_req *r) { return r->id; }
-const char *rh_req_route(const rh_req *r) { return r->route ? r->route->path : ""; }
-int rh_req_gone(const rh_req *r) { return r->gone; }
+const char *rh_req_method(const rh_req *r) {
+    return r->h.method ? r->h.method : "";
+}
+unsigned rh_req_method_id(const rh_req *r) {
+    return r->method;
+}
+const char *rh_req_path(const rh_req *r) {
+    return r->path;
+}
+const char *rh_req_query(const rh_req *r) {
+    return r->query;
+}
+const char *rh_req_id(const rh_req *r) {
+    return r->id;
+}
+const char *rh_req_route(const rh_req *r) {
+    return r->route ? r->route->path : "";
+}
+int rh_req_gone(const rh_req *r) {
+    return r->gone;
+}
 
 int rh_req_query_param(const rh_req *r, const char *name, char *out, size_t cap) {
     return rh_query_param(r->query, name, out, cap);
@@ -253,12 +249,13 @@ const char *rh_req_header(const rh_req *r, const char *name) {
 }
 
 const char *rh_req_body(const rh_req *r, size_t *len) {
-    if (len)
-        *len = r->body_len;
+    if (len) *len = r->body_len;
     return r->body ? r->body : "";
 }
 
-const char *rh_req_peer(const rh_req *r) { return r->peer; }
+const char *rh_req_peer(const rh_req *r) {
+    return r->peer;
+}
 
 /* ---- server ---- */
 
@@ -271,8 +268,9 @@ static int check_config(const rh_config *c, afd_err *err) {
     if (c->port < 0 || c->port > 65535)
         return afd_errf(err, AFD_E_FORMAT, "http: port %d is outside 0..65535", c->port);
     if (!c->tls_cert != !c->tls_key)
-        return afd_errf(err, AFD_E_FORMAT, "http: TLS needs both a certificate and a key "
-                                           "file (only one is set)");
+        return afd_errf(err, AFD_E_FORMAT,
+                        "http: TLS needs both a certificate and a key "
+                        "file (only one is set)");
     const int64_t t[] = {c->read_timeout_ms, c->write_timeout_ms, c->idle_timeout_ms};
     for (int k = 0; k < 3; k++)
         if (t[k] < 0 || t[k] > MAX_TIMEOUT_MS)
@@ -285,8 +283,10 @@ static int check_config(const rh_config *c, afd_err *err) {
         return afd_errf(err, AFD_E_FORMAT, "http: max body bytes %llu is over 4 GiB",
                         (unsigned long long)c->max_body_bytes);
     if (c->max_headers < 0 || c->max_headers > 10000 || c->max_connections < 0)
-        return afd_errf(err, AFD_E_FORMAT, "http: max headers %d (0..10000) or max "
-                        "connections %d (>= 0) out of range", c->max_headers, c->max_connections);
+        return afd_errf(err, AFD_E_FORMAT,
+                        "http: max headers %d (0..10000) or max "
+                        "connections %d (>= 0) out of range",
+                        c->max_headers, c->max_connections);
     return 0;
 }
 
@@ -310,8 +310,7 @@ static void apply_config(rh_server *s, const rh_config *c) {
     tv_ms(&s->tv_write, c->write_timeout_ms ? c->write_timeout_ms : RH_DEF_WRITE_TIMEOUT_MS);
     tv_ms(&s->tv_idle, c->idle_timeout_ms ? c->idle_timeout_ms : RH_DEF_IDLE_TIMEOUT_MS);
     tv_ms(&s->tv_linger, LINGER_MS);
-    if (c->keys_file && c->keys_file[0])
-        s->keys_file = xstrdup(c->keys_file);
+    if (c->keys_file && c->keys_file[0]) s->keys_file = xstrdup(c->keys_file);
     copy_cors(s, c->cors_origins);
 }
 
@@ -323,8 +322,7 @@ static const char *const limit_names[RH_LIM_N] = {
 };
 
 static void add_metrics(rh_server *s, afd_metrics *reg) {
-    if (!reg)
-        return;
+    if (!reg) return;
     const char *labels[] = {"route", "code"};
     afd_err e;
     if (afd_metrics_family(reg, AFD_METRIC_COUNTER, "afd_router_http_requests_total",
@@ -332,8 +330,8 @@ static void add_metrics(rh_server *s, afd_metrics *reg) {
                            "client went away first).",
                            labels, 2, NULL, 0, &s->fam_requests, &e))
         log_warn("http: %s", e.msg);
-    s->m_conns_open = afd_metrics_gauge(reg, "afd_router_http_connections_open",
-                                        "Open HTTP connections.", NULL);
+    s->m_conns_open =
+        afd_metrics_gauge(reg, "afd_router_http_connections_open", "Open HTTP connections.", NULL);
     s->m_conns_total = afd_metrics_counter(reg, "afd_router_http_connections_total",
                                            "HTTP connections accepted.", NULL);
     s->m_reqs_open = afd_metrics_gauge(reg, "afd_router_http_requests_open",
@@ -350,12 +348,9 @@ static void add_metrics(rh_server *s, afd_metrics *reg) {
 
 static int server_open(rh_server *s, const rh_config *cfg, afd_err *err) {
     int rc = 0;
-    if (cfg->tls_cert)
-        rc = rh_tls_init(s, cfg->tls_cert, cfg->tls_key, err);
-    if (!rc && s->keys_file)
-        rc = rh_keys_load(s->keys_file, &s->keys, err);
-    if (!rc)
-        rc = rh_listen(s, cfg->addr ? cfg->addr : "127.0.0.1", cfg->port, err);
+    if (cfg->tls_cert) rc = rh_tls_init(s, cfg->tls_cert, cfg->tls_key, err);
+    if (!rc && s->keys_file) rc = rh_keys_load(s->keys_file, &s->keys, err);
+    if (!rc) rc = rh_listen(s, cfg->addr ? cfg->addr : "127.0.0.1", cfg->port, err);
     return rc;
 }
 
@@ -363,8 +358,7 @@ static int server_open(rh_server *s, const rh_config *cfg, afd_err *err) {
  * server must ignore it. Left alone if the process has set its own handler. */
 static void ignore_sigpipe(void) {
     struct sigaction old;
-    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
-        signal(SIGPIPE, SIG_IGN);
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
 }
 
 rh_server *rh_server_start(struct event_base *base, const rh_config *cfg, afd_err *err) {
@@ -372,8 +366,7 @@ rh_server *rh_server_start(struct event_base *base, const rh_config *cfg, afd_er
         afd_errf(err, AFD_E_FORMAT, "http: no event base or config");
         return NULL;
     }
-    if (check_config(cfg, err))
-        return NULL;
+    if (check_config(cfg, err)) return NULL;
     ignore_sigpipe();
     rh_server *s = xcalloc(1, sizeof *s);
     s->base = base;
@@ -385,17 +378,20 @@ rh_server *rh_server_start(struct event_base *base, const rh_config *cfg, afd_er
     add_metrics(s, cfg->metrics);
     log_info("http: listening on %s:%d (%s; API keys %d; CORS %s; body <= %llu B; header <= "
              "%llu B)",
-             cfg->addr ? cfg->addr : "127.0.0.1", s->port, s->ssl ? "https" : "http",
-             s->keys.n, s->cors_any ? "any origin" : s->n_cors ? "listed origins" : "off",
+             cfg->addr ? cfg->addr : "127.0.0.1", s->port, s->ssl ? "https" : "http", s->keys.n,
+             s->cors_any ? "any origin"
+             : s->n_cors ? "listed origins"
+                         : "off",
              (unsigned long long)s->max_body, (unsigned long long)s->max_header);
     return s;
 }
 
-int rh_server_port(const rh_server *s) { return s->port; }
+int rh_server_port(const rh_server *s) {
+    return s->port;
+}
 
 void rh_server_free(rh_server *s) {
-    if (!s)
-        return;
+    if (!s) return;
     rh_unlisten(s);
     rh_conns_free_all(s);
     while (s->reqs)
@@ -411,17 +407,14 @@ void rh_server_free(rh_server *s) {
     free(s->cors);
     free(s->keys_file);
     rh_keys_clear(&s->keys);
-    if (s->ssl)
-        SSL_CTX_free(s->ssl);
+    if (s->ssl) SSL_CTX_free(s->ssl);
     free(s);
 }
 
 int rh_keys_reload(rh_server *s, afd_err *err) {
     afd_err local;
-    if (!err)
-        err = &local;
-    if (!s->keys_file)
-        return afd_errf(err, AFD_E_STATE, "http: no keys file configured");
+    if (!err) err = &local;
+    if (!s->keys_file) return afd_errf(err, AFD_E_STATE, "http: no keys file configured");
     int rc = rh_keys_load(s->keys_file, &s->keys, err);
     if (rc)
         log_warn("http: keys not reloaded, the old ones stay: %s", err->msg);
@@ -430,16 +423,21 @@ int rh_keys_reload(rh_server *s, afd_err *err) {
     return rc;
 }
 
-int rh_keys_count(const rh_server *s) { return s->keys.n; }
+int rh_keys_count(const rh_server *s) {
+    return s->keys.n;
+}
 
 void rh_stop_accepting(rh_server *s) {
-    if (s->draining)
-        return;
+    if (s->draining) return;
     s->draining = 1;
     rh_unlisten(s);
     rh_conns_close_idle(s);
     log_info("http: draining: listener closed, %d requests open", s->n_open);
 }
 
-int rh_open_requests(const rh_server *s) { return s->n_open; }
-int rh_open_connections(const rh_server *s) { return s->n_conns; }
+int rh_open_requests(const rh_server *s) {
+    return s->n_open;
+}
+int rh_open_connections(const rh_server *s) {
+    return s->n_conns;
+}

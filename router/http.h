@@ -93,8 +93,9 @@ typedef void (*rh_close_fn)(rh_req *req, void *arg);
 /* ---- server ---- */
 
 /* Loads TLS and keys, binds and listens; sets SIGPIPE to ignored if it had the default action
- * (writes to a reset connection must not kill the process). NULL on error with *err (bad config value, TLS file
- * that does not load, keys file that does not parse, address that cannot be bound). */
+ * (writes to a reset connection must not kill the process). NULL on error with *err (bad config
+ * value, TLS file that does not load, keys file that does not parse, address that cannot be bound).
+ */
 rh_server *rh_server_start(struct event_base *base, const rh_config *cfg, afd_err *err);
 /* The bound port (the ephemeral one when cfg->port was 0). */
 int rh_server_port(const rh_server *s);
@@ -137,8 +138,8 @@ int rh_req_query_param(const rh_req *r, const char *name, char *out, size_t cap)
 const char *rh_req_header(const rh_req *r, const char *name);
 /* Body bytes (NUL-terminated for convenience; *len excludes it), "" when there is none. */
 const char *rh_req_body(const rh_req *r, size_t *len);
-const char *rh_req_peer(const rh_req *r); /* "127.0.0.1:50312", "[::1]:50312" */
-const char *rh_req_id(const rh_req *r);   /* the X-Request-Id echoed in the response */
+const char *rh_req_peer(const rh_req *r);  /* "127.0.0.1:50312", "[::1]:50312" */
+const char *rh_req_id(const rh_req *r);    /* the X-Request-Id echoed in the response */
 const char *rh_req_route(const rh_req *r); /* the route's path pattern */
 int rh_req_gone(const rh_req *r);          /* 1 once the client has gone */
 

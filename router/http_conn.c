@@ -27,11 +27,17 @@
 
 static void conn_process(rh_conn *c);
 
-void rh_limit_hit(rh_server *s, int lim) { afd_metric_inc(s->m_limit[lim]); }
+void rh_limit_hit(rh_server *s, int lim) {
+    afd_metric_inc(s->m_limit[lim]);
+}
 
-struct evbuffer *rh_conn_out(rh_conn *c) { return bufferevent_get_output(c->bev); }
+struct evbuffer *rh_conn_out(rh_conn *c) {
+    return bufferevent_get_output(c->bev);
+}
 
-size_t rh_conn_pending(rh_conn *c) { return evbuffer_get_length(rh_conn_out(c)); }
+size_t rh_conn_pending(rh_conn *c) {
+    return evbuffer_get_length(rh_conn_out(c));
+}
 
 /* ---- closing ---- */
 
@@ -50,8 +56,7 @@ static void conn_free(rh_conn *c) {
         c->prev->next = c->next;
     else
         s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    if (c->next) c->next->prev = c->prev;
     s->n_conns--;
     afd_metric_set(s->m_conns_open, s->n_conns);
     evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
@@ -62,8 +67,7 @@ static void conn_free(rh_conn *c) {
 }
 
 void rh_conn_close(rh_conn *c) {
-    if (c->state == C_DEAD)
-        return;
+    if (c->state == C_DEAD) return;
     c->state = C_DEAD;
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
@@ -72,13 +76,11 @@ void rh_conn_close(rh_conn *c) {
 }
 
 void rh_conn_gone(rh_conn *c, int lim) {
-    if (lim >= 0)
-        rh_limit_hit(c->srv, lim);
+    if (lim >= 0) rh_limit_hit(c->srv, lim);
     rh_req *r = c->req;
     c->req = NULL;
     rh_conn_close(c);
-    if (!r)
-        return;
+    if (!r) return;
     r->conn = NULL;
     if (r->dispatched)
         rh_req_gone_end(r);
@@ -91,8 +93,7 @@ void rh_conn_gone(rh_conn *c, int lim) {
  * write side, which tells a close-delimited reader the response is complete; TLS cannot (the
  * stream would lose its framing), so there the client's own close or the linger timer ends it. */
 static void conn_flushed(rh_conn *c) {
-    if (!c->tls)
-        shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    if (!c->tls) shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     c->state = C_LINGER;
     evtimer_add(c->timer, &c->srv->tv_linger);
 }
@@ -111,8 +112,7 @@ static void conn_to_closing(rh_conn *c) {
 }
 
 void rh_conn_after_reply(rh_conn *c, int close_after) {
-    if (c->state == C_DEAD)
-        return;
+    if (c->state == C_DEAD) return;
     if (close_after || c->srv->draining) {
         conn_to_closing(c);
         return;
@@ -123,8 +123,7 @@ void rh_conn_after_reply(rh_conn *c, int close_after) {
 
 void rh_conns_close_idle(rh_server *s) {
     for (rh_conn *c = s->conns; c; c = c->next)
-        if (c->state == C_IDLE)
-            conn_to_closing(c);
+        if (c->state == C_IDLE) conn_to_closing(c);
 }
 
 void rh_conns_free_all(rh_server *s) {
@@ -139,8 +138,7 @@ void rh_conns_free_all(rh_server *s) {
 /* ---- reading: one step per state; each returns 1 when the state moved on ---- */
 
 static void fail(rh_conn *c, int status, const char *code, const char *why, int lim) {
-    if (lim >= 0)
-        rh_limit_hit(c->srv, lim);
+    if (lim >= 0) rh_limit_hit(c->srv, lim);
     rh_reply_status_error(c->req, status, code, why);
 }
 
@@ -149,10 +147,8 @@ static int step_idle(rh_conn *c) {
     size_t len = evbuffer_get_length(in), look = len < 64 ? len : 64;
     size_t blank = rh_leading_blank((const char *)evbuffer_pullup(in, (ev_ssize_t)look), look);
     evbuffer_drain(in, blank);
-    if (blank == 64)
-        return 1;
-    if (evbuffer_get_length(in) == 0)
-        return 0;
+    if (blank == 64) return 1;
+    if (evbuffer_get_length(in) == 0) return 0;
     c->req = rh_req_new(c);
     c->state = C_HEAD;
     c->scanned = 0;
@@ -172,8 +168,7 @@ static void start_body(rh_conn *c, rh_req *r) {
         fail(c, 503, "server_overloaded", "no memory for the request body", -1);
         return;
     }
-    if (r->fr.expect_100)
-        evbuffer_add(rh_conn_out(c), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (r->fr.expect_100) evbuffer_add(rh_conn_out(c), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     c->state = C_BODY;
 }
 
@@ -193,16 +188,14 @@ static void head_ready(rh_conn *c, size_t end) {
     r->h.hdrs = xcalloc((size_t)s->max_headers, sizeof(rh_hdr));
     const char *why = NULL;
     int rc = rh_parse_head(r->head, end, r->h.hdrs, s->max_headers, &r->h, &why);
-    if (!rc)
-        rc = rh_head_framing(&r->h, &r->fr, &why);
+    if (!rc) rc = rh_head_framing(&r->h, &r->fr, &why);
     if (rc) {
         r->h.method = NULL; /* a request we could not read: nothing of it is trusted */
         fail(c, -rc, rc == RH_PE_TOO_MANY ? "request_headers_too_large" : "bad_request", why,
              rc == RH_PE_TOO_MANY ? RH_LIM_HEADER : RH_LIM_BAD_REQUEST);
         return;
     }
-    if (rh_req_begin(r))
-        return;
+    if (rh_req_begin(r)) return;
     if (r->fr.chunked || r->fr.length > 0)
         start_body(c, r);
     else
@@ -219,8 +212,7 @@ static int step_head(rh_conn *c) {
         len -= blank;
         look = len < lim ? len : lim;
     }
-    if (look == 0)
-        return 0;
+    if (look == 0) return 0;
     const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
     size_t from = c->scanned > 3 ? c->scanned - 3 : 0;
     long end = rh_head_end(p + from, look - from);
@@ -239,14 +231,11 @@ static int step_head(rh_conn *c) {
 }
 
 static int body_grow(rh_req *r, size_t need) {
-    if (need <= r->body_cap)
-        return 0;
+    if (need <= r->body_cap) return 0;
     size_t cap = r->body_cap * 2 > need ? r->body_cap * 2 : need;
-    if (cap > r->srv->max_body + 1)
-        cap = (size_t)r->srv->max_body + 1;
+    if (cap > r->srv->max_body + 1) cap = (size_t)r->srv->max_body + 1;
     char *b = realloc(r->body, cap);
-    if (!b)
-        return -ENOMEM;
+    if (!b) return -ENOMEM;
     r->body = b;
     r->body_cap = cap;
     return 0;
@@ -270,8 +259,7 @@ static int chunked_feed(rh_conn *c, rh_req *r, struct evbuffer *in) {
             r->body_len += dl;
         }
         off += used;
-        if (rc == RH_CK_DONE || rc < 0)
-            break;
+        if (rc == RH_CK_DONE || rc < 0) break;
     }
     evbuffer_drain(in, off);
     if (rc == RH_CK_TOO_LARGE || rc == RH_CK_BAD) {
@@ -279,8 +267,8 @@ static int chunked_feed(rh_conn *c, rh_req *r, struct evbuffer *in) {
         snprintf(why, sizeof why, "%s (limit %llu bytes)", r->ck.why,
                  (unsigned long long)r->srv->max_body);
         int big = rc == RH_CK_TOO_LARGE;
-        fail(c, big ? 413 : 400, big ? "request_too_large" : "bad_request",
-             big ? why : r->ck.why, big ? RH_LIM_BODY : RH_LIM_BAD_REQUEST);
+        fail(c, big ? 413 : 400, big ? "request_too_large" : "bad_request", big ? why : r->ck.why,
+             big ? RH_LIM_BODY : RH_LIM_BAD_REQUEST);
         return -1;
     }
     return rc == RH_CK_DONE;
@@ -291,16 +279,13 @@ static int step_body(rh_conn *c) {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     if (r->fr.chunked) {
         int rc = chunked_feed(c, r, in);
-        if (rc <= 0)
-            return rc < 0;
+        if (rc <= 0) return rc < 0;
     } else {
         size_t need = (size_t)r->fr.length - r->body_len, avail = evbuffer_get_length(in);
         size_t take = need < avail ? need : avail;
-        if (take)
-            evbuffer_remove(in, r->body + r->body_len, take);
+        if (take) evbuffer_remove(in, r->body + r->body_len, take);
         r->body_len += take;
-        if (r->body_len < r->fr.length)
-            return 0;
+        if (r->body_len < r->fr.length) return 0;
     }
     r->body[r->body_len] = 0;
     dispatch(c);
@@ -312,19 +297,29 @@ static void step_discard(rh_conn *c) {
     size_t n = evbuffer_get_length(in);
     evbuffer_drain(in, n);
     c->discarded += n;
-    if (c->state == C_LINGER && c->discarded > LINGER_MAX_BYTES)
-        rh_conn_close(c);
+    if (c->state == C_LINGER && c->discarded > LINGER_MAX_BYTES) rh_conn_close(c);
 }
 
 static void conn_process(rh_conn *c) {
     for (int moved = 1; moved;) {
         switch (c->state) {
-        case C_IDLE: moved = step_idle(c); break;
-        case C_HEAD: moved = step_head(c); break;
-        case C_BODY: moved = step_body(c); break;
+        case C_IDLE:
+            moved = step_idle(c);
+            break;
+        case C_HEAD:
+            moved = step_head(c);
+            break;
+        case C_BODY:
+            moved = step_body(c);
+            break;
         case C_CLOSING:
-        case C_LINGER: step_discard(c); moved = 0; break;
-        default: moved = 0; break; /* C_BUSY waits for the handler; C_DEAD */
+        case C_LINGER:
+            step_discard(c);
+            moved = 0;
+            break;
+        default:
+            moved = 0;
+            break; /* C_BUSY waits for the handler; C_DEAD */
         }
     }
     c->in_seen = evbuffer_get_length(bufferevent_get_input(c->bev));
@@ -335,22 +330,19 @@ static void conn_process(rh_conn *c) {
 static void on_read(struct bufferevent *bev, void *arg) {
     rh_conn *c = arg;
     size_t len = evbuffer_get_length(bufferevent_get_input(bev));
-    if (len > c->in_seen)
-        afd_metric_add(c->srv->m_bytes_in, len - c->in_seen);
+    if (len > c->in_seen) afd_metric_add(c->srv->m_bytes_in, len - c->in_seen);
     conn_process(c);
 }
 
 /* Deferred: by the time it runs more output may have been queued, so look at the buffer. */
 static void on_write(struct bufferevent *bev, void *arg) {
     rh_conn *c = arg;
-    if (c->state == C_CLOSING && rh_conn_pending(c) == 0)
-        conn_flushed(c);
+    if (c->state == C_CLOSING && rh_conn_pending(c) == 0) conn_flushed(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg) {
     rh_conn *c = arg;
-    if (what & BEV_EVENT_CONNECTED)
-        return;
+    if (what & BEV_EVENT_CONNECTED) return;
     int lim = -1;
     if (what & BEV_EVENT_TIMEOUT)
         lim = RH_LIM_WRITE_TIMEOUT;
@@ -377,8 +369,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
                  (long)(c->srv->tv_read.tv_sec * 1000 + c->srv->tv_read.tv_usec / 1000));
         fail(c, 408, "request_timeout", "request not received in time", RH_LIM_READ_TIMEOUT);
         break;
-    case C_LINGER: rh_conn_close(c); break;
-    default: break;
+    case C_LINGER:
+        rh_conn_close(c);
+        break;
+    default:
+        break;
     }
 }
 
@@ -388,15 +383,13 @@ static void on_kick(evutil_socket_t fd, short what, void *arg) {
         conn_free(c);
         return;
     }
-    if (c->state == C_CLOSING && rh_conn_pending(c) == 0)
-        conn_flushed(c);
+    if (c->state == C_CLOSING && rh_conn_pending(c) == 0) conn_flushed(c);
     conn_process(c);
 }
 
 static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg) {
     rh_conn *c = arg;
-    if (info->n_deleted)
-        afd_metric_add(c->srv->m_bytes_out, info->n_deleted);
+    if (info->n_deleted) afd_metric_add(c->srv->m_bytes_out, info->n_deleted);
 }
 
 /* ---- accepting ---- */
@@ -421,11 +414,9 @@ static void peer_text(const struct sockaddr *sa, char *out, size_t cap) {
 
 static struct bufferevent *conn_bev(rh_server *s, int fd) {
     int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
-    if (!s->ssl)
-        return bufferevent_socket_new(s->base, fd, opts);
+    if (!s->ssl) return bufferevent_socket_new(s->base, fd, opts);
     SSL *ssl = SSL_new(s->ssl);
-    if (!ssl)
-        return NULL;
+    if (!ssl) return NULL;
     struct bufferevent *bev =
         bufferevent_openssl_socket_new(s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts);
     if (!bev) {
@@ -438,8 +429,7 @@ static struct bufferevent *conn_bev(rh_server *s, int fd) {
 
 static void conn_link(rh_server *s, rh_conn *c) {
     c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
+    if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->n_conns++;
     afd_metric_set(s->m_conns_open, s->n_conns);
@@ -482,8 +472,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 
 static void on_relisten(evutil_socket_t fd, short what, void *arg) {
     rh_server *s = arg;
-    if (s->lev)
-        evconnlistener_enable(s->lev);
+    if (s->lev) evconnlistener_enable(s->lev);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg) {
@@ -499,10 +488,8 @@ static void on_accept_error(struct evconnlistener *l, void *arg) {
 static int bound_port(evutil_socket_t fd) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
-        return -1;
-    if (ss.ss_family == AF_INET6)
-        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return -1;
+    if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
@@ -511,13 +498,13 @@ int rh_listen(rh_server *s, const char *addr, int port, afd_err *err) {
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_NUMERICHOST; /* never a DNS lookup */
-    if (strcmp(addr, "localhost") == 0)
-        addr = "127.0.0.1";
+    if (strcmp(addr, "localhost") == 0) addr = "127.0.0.1";
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     int gai = evutil_getaddrinfo(addr, ps, &hints, &res);
     if (gai != 0 || !res)
-        return afd_errf(err, AFD_E_FORMAT, "http: listen address %s is not a numeric IPv4 or IPv6 address: %s", addr,
+        return afd_errf(err, AFD_E_FORMAT,
+                        "http: listen address %s is not a numeric IPv4 or IPv6 address: %s", addr,
                         evutil_gai_strerror(gai));
     unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
     s->lev = evconnlistener_new_bind(s->base, on_accept, s, flags, 511, res->ai_addr,
@@ -533,10 +520,8 @@ int rh_listen(rh_server *s, const char *addr, int port, afd_err *err) {
 }
 
 void rh_unlisten(rh_server *s) {
-    if (s->lev)
-        evconnlistener_free(s->lev);
-    if (s->relisten)
-        event_free(s->relisten);
+    if (s->lev) evconnlistener_free(s->lev);
+    if (s->relisten) event_free(s->relisten);
     s->lev = NULL;
     s->relisten = NULL;
 }
@@ -546,16 +531,14 @@ void rh_unlisten(rh_server *s) {
 static int tls_fail(afd_err *err, const char *what, const char *path) {
     char text[256] = "unknown error";
     unsigned long e = ERR_peek_last_error();
-    if (e)
-        ERR_error_string_n(e, text, sizeof text);
+    if (e) ERR_error_string_n(e, text, sizeof text);
     ERR_clear_error();
     return afd_errf(err, AFD_E_FORMAT, "http: TLS %s %s: %s", what, path, text);
 }
 
 static int readable(const char *what, const char *path, afd_err *err) {
     FILE *f = fopen(path, "r");
-    if (!f)
-        return afd_errf(err, -errno, "http: TLS %s %s: %s", what, path, strerror(errno));
+    if (!f) return afd_errf(err, -errno, "http: TLS %s %s: %s", what, path, strerror(errno));
     fclose(f);
     return 0;
 }
@@ -575,13 +558,10 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
 
 int rh_tls_init(rh_server *s, const char *cert, const char *key, afd_err *err) {
     int rc = readable("certificate", cert, err);
-    if (!rc)
-        rc = readable("key", key, err);
-    if (rc)
-        return rc;
+    if (!rc) rc = readable("key", key, err);
+    if (rc) return rc;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (!ctx)
-        return tls_fail(err, "context for", cert);
+    if (!ctx) return tls_fail(err, "context for", cert);
     s->ssl = ctx;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
@@ -594,8 +574,10 @@ int rh_tls_init(rh_server *s, const char *cert, const char *key, afd_err *err) {
         SSL_CTX_check_private_key(ctx) != 1) {
         if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
             ERR_clear_error();
-            return afd_errf(err, AFD_E_MISMATCH, "http: TLS key %s does not match the "
-                            "certificate %s", key, cert);
+            return afd_errf(err, AFD_E_MISMATCH,
+                            "http: TLS key %s does not match the "
+                            "certificate %s",
+                            key, cert);
         }
         return tls_fail(err, "key", key);
     }

@@ -66,11 +66,11 @@ int rh_parse_head(char *buf, size_t len, rh_hdr *hdrs, int max_hdrs, rh_head *ou
                   const char **why);
 
 typedef struct rh_framing {
-    int chunked;      /* Transfer-Encoding: chunked */
-    int has_length;   /* Content-Length given */
-    uint64_t length;  /* its value */
-    int keep_alive;   /* HTTP/1.1 without Connection: close */
-    int expect_100;   /* Expect: 100-continue */
+    int chunked;     /* Transfer-Encoding: chunked */
+    int has_length;  /* Content-Length given */
+    uint64_t length; /* its value */
+    int keep_alive;  /* HTTP/1.1 without Connection: close */
+    int expect_100;  /* Expect: 100-continue */
 } rh_framing;
 
 /* Reads the framing headers of a parsed head. 0, or RH_PE_* with *why. */
@@ -84,16 +84,16 @@ const char *rh_head_get(const rh_head *h, const char *name);
 /* Chunked body decoder, resumable at any byte. */
 typedef struct rh_chunked {
     int state;
-    uint64_t size;     /* size of the chunk being read */
-    uint64_t left;     /* data bytes left in it */
-    uint64_t total;    /* data bytes so far */
-    uint64_t max;      /* limit on total */
-    size_t line;       /* bytes of the current size / trailer line */
-    size_t trailer;    /* trailer bytes so far */
+    uint64_t size;  /* size of the chunk being read */
+    uint64_t left;  /* data bytes left in it */
+    uint64_t total; /* data bytes so far */
+    uint64_t max;   /* limit on total */
+    size_t line;    /* bytes of the current size / trailer line */
+    size_t trailer; /* trailer bytes so far */
     size_t max_trailer;
     int digits;
     int line_start;
-    const char *why;   /* after an error */
+    const char *why; /* after an error */
 } rh_chunked;
 
 enum { RH_CK_MORE = 0, RH_CK_DATA = 1, RH_CK_DONE = 2, RH_CK_BAD = -1, RH_CK_TOO_LARGE = -2 };
@@ -136,7 +136,7 @@ const char *rh_bearer_token(const char *value, size_t *len);
 
 typedef struct rh_route_ent {
     char *path;
-    size_t plen;   /* for a prefix: the length without the '*' */
+    size_t plen; /* for a prefix: the length without the '*' */
     int prefix;
     unsigned methods;
     unsigned flags;
@@ -157,9 +157,9 @@ typedef struct rh_conn {
     struct rh_req *req; /* the request being read or handled */
     char peer[64];
     int tls;
-    size_t scanned;      /* head bytes already searched for its end */
-    size_t in_seen;      /* input length after our last pass (bytes-in metric) */
-    uint64_t discarded;  /* lingering: bytes thrown away */
+    size_t scanned;     /* head bytes already searched for its end */
+    size_t in_seen;     /* input length after our last pass (bytes-in metric) */
+    uint64_t discarded; /* lingering: bytes thrown away */
     struct rh_conn *prev, *next;
 } rh_conn;
 
@@ -169,7 +169,7 @@ struct rh_req {
     rh_server *srv;
     rh_conn *conn; /* NULL once the client has gone */
     rh_req_state state;
-    char *head;    /* the head block, parsed in place */
+    char *head; /* the head block, parsed in place */
     rh_head h;
     rh_framing fr;
     unsigned method;
@@ -184,7 +184,7 @@ struct rh_req {
     int dispatched; /* counted in the open requests */
     int gone, in_close;
     int status;
-    int close_after; /* the connection closes after this reply */
+    int close_after;        /* the connection closes after this reply */
     struct evbuffer *extra; /* headers set by rh_set_header */
     rh_close_fn on_close;
     void *close_arg;

@@ -21,8 +21,7 @@
 /* Reads the whole file (at most KEYS_MAX_FILE bytes) into a NUL-terminated buffer. */
 static int read_small_file(const char *path, char **out, size_t *len, afd_err *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return afd_errf(err, -errno, "keys file %s: %s", path, strerror(errno));
+    if (fd < 0) return afd_errf(err, -errno, "keys file %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
@@ -30,8 +29,8 @@ static int read_small_file(const char *path, char **out, size_t *len, afd_err *e
     }
     if ((uint64_t)st.st_size > KEYS_MAX_FILE) {
         close(fd);
-        return afd_errf(err, AFD_E_LIMIT, "keys file %s: %lld bytes, over the limit of %u",
-                        path, (long long)st.st_size, KEYS_MAX_FILE);
+        return afd_errf(err, AFD_E_LIMIT, "keys file %s: %lld bytes, over the limit of %u", path,
+                        (long long)st.st_size, KEYS_MAX_FILE);
     }
     char *buf = afd_try_alloc((size_t)st.st_size + 1);
     if (!buf) {
@@ -40,8 +39,7 @@ static int read_small_file(const char *path, char **out, size_t *len, afd_err *e
     }
     size_t n = 0;
     for (ssize_t r; n < (size_t)st.st_size; n += (size_t)r)
-        if ((r = read(fd, buf + n, (size_t)st.st_size - n)) <= 0)
-            break;
+        if ((r = read(fd, buf + n, (size_t)st.st_size - n)) <= 0) break;
     close(fd);
     buf[n] = 0;
     *out = buf;
@@ -61,11 +59,9 @@ static char *key_of_line(char *line) {
 
 static int key_valid(const char *k) {
     size_t n = strlen(k);
-    if (n > KEY_MAX_LEN)
-        return 0;
+    if (n > KEY_MAX_LEN) return 0;
     for (size_t i = 0; i < n; i++)
-        if ((unsigned char)k[i] < 0x21 || (unsigned char)k[i] > 0x7e)
-            return 0;
+        if ((unsigned char)k[i] < 0x21 || (unsigned char)k[i] > 0x7e) return 0;
     return 1;
 }
 
@@ -78,11 +74,9 @@ static int parse_keys(const char *path, char *text, size_t len, rh_keys *out, af
     for (char *save = NULL, *line = text; line; line = save) {
         lineno++;
         save = strchr(line, '\n');
-        if (save)
-            *save++ = 0;
+        if (save) *save++ = 0;
         char *k = key_of_line(line);
-        if (!k)
-            continue;
+        if (!k) continue;
         if (!key_valid(k))
             return afd_errf(err, AFD_E_FORMAT,
                             "keys file %s line %d: a key is 1..%d visible ASCII characters "
@@ -105,8 +99,7 @@ int rh_keys_load(const char *path, rh_keys *out, afd_err *err) {
     char *text = NULL;
     size_t len = 0;
     int rc = read_small_file(path, &text, &len, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     rh_keys k = {0};
     rc = parse_keys(path, text, len, &k, err);
     OPENSSL_cleanse(text, len);
@@ -143,8 +136,7 @@ const char *rh_bearer_token(const char *value, size_t *len) {
     while (*t == ' ' || *t == '\t')
         t++;
     size_t n = strcspn(t, " \t");
-    if (n == 0 || t[n] != 0)
-        return NULL;
+    if (n == 0 || t[n] != 0) return NULL;
     *len = n;
     return t;
 }

@@ -13,28 +13,25 @@
 /* ---- characters ---- */
 
 static int is_tchar(unsigned char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static int is_vchar_or_obs(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+static int is_vchar_or_obs(unsigned char c) {
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
 
 int rh_token_ok(const char *s) {
-    if (!s || !*s)
-        return 0;
+    if (!s || !*s) return 0;
     for (; *s; s++)
-        if (!is_tchar((unsigned char)*s))
-            return 0;
+        if (!is_tchar((unsigned char)*s)) return 0;
     return 1;
 }
 
 int rh_value_ok(const char *s) {
-    if (!s)
-        return 0;
+    if (!s) return 0;
     for (; *s; s++)
-        if (!is_vchar_or_obs((unsigned char)*s))
-            return 0;
+        if (!is_vchar_or_obs((unsigned char)*s)) return 0;
     return 1;
 }
 
@@ -43,8 +40,7 @@ int rh_token_list_ok(const char *s, size_t max) {
     int tokens = 0;
     for (; s[n]; n++) {
         unsigned char c = (unsigned char)s[n];
-        if (n >= max || !(is_tchar(c) || c == ',' || c == ' ' || c == '\t'))
-            return 0;
+        if (n >= max || !(is_tchar(c) || c == ',' || c == ' ' || c == '\t')) return 0;
         tokens += is_tchar(c) && (n == 0 || !is_tchar((unsigned char)s[n - 1]));
     }
     return tokens > 0;
@@ -54,12 +50,9 @@ int rh_token_list_ok(const char *s, size_t max) {
 
 long rh_head_end(const char *buf, size_t len) {
     for (size_t i = 0; i < len; i++) {
-        if (buf[i] != '\n')
-            continue;
-        if (i + 1 < len && buf[i + 1] == '\n')
-            return (long)(i + 2);
-        if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n')
-            return (long)(i + 3);
+        if (buf[i] != '\n') continue;
+        if (i + 1 < len && buf[i + 1] == '\n') return (long)(i + 2);
+        if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n') return (long)(i + 3);
     }
     return -1;
 }
@@ -75,14 +68,11 @@ size_t rh_leading_blank(const char *buf, size_t len) {
  * (NUL-terminated in place) and moves *p past it; NULL at the end or on a bad CR. */
 static char *next_line(char **p, char *end, int *bad) {
     char *s = *p;
-    if (s >= end)
-        return NULL;
+    if (s >= end) return NULL;
     char *nl = memchr(s, '\n', (size_t)(end - s));
-    if (!nl)
-        nl = end;
+    if (!nl) nl = end;
     char *e = nl;
-    if (e > s && e[-1] == '\r')
-        e--;
+    if (e > s && e[-1] == '\r') e--;
     if (memchr(s, '\r', (size_t)(e - s)) || memchr(s, 0, (size_t)(e - s))) {
         *bad = 1;
         return NULL;
@@ -96,12 +86,10 @@ unsigned rh_method_bit(const char *m) {
     static const struct {
         const char *name;
         unsigned bit;
-    } tab[] = {{"GET", RH_GET},         {"HEAD", RH_HEAD},       {"POST", RH_POST},
-               {"PUT", RH_PUT},         {"DELETE", RH_DELETE},   {"OPTIONS", RH_OPTIONS},
-               {"PATCH", RH_PATCH}};
+    } tab[] = {{"GET", RH_GET},       {"HEAD", RH_HEAD},       {"POST", RH_POST},  {"PUT", RH_PUT},
+               {"DELETE", RH_DELETE}, {"OPTIONS", RH_OPTIONS}, {"PATCH", RH_PATCH}};
     for (size_t k = 0; k < sizeof tab / sizeof tab[0]; k++)
-        if (strcmp(m, tab[k].name) == 0)
-            return tab[k].bit;
+        if (strcmp(m, tab[k].name) == 0) return tab[k].bit;
     return 0;
 }
 
@@ -115,8 +103,7 @@ static char *origin_form(char *t) {
     else
         return t;
     char *slash = strchr(t + skip, '/');
-    if (slash)
-        return slash;
+    if (slash) return slash;
     char *q = strchr(t + skip, '?');
     if (q) { /* "http://h?x" -> "/?x": shift one byte left over the authority */
         q[-1] = '/';
@@ -209,15 +196,13 @@ int rh_parse_head(char *buf, size_t len, rh_hdr *hdrs, int max_hdrs, rh_head *ou
         return RH_PE_BAD;
     }
     int rc = parse_request_line(line, out, why);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     while ((line = next_line(&p, end, &bad)) != NULL && *line) {
         if (out->n_hdrs == max_hdrs) {
             *why = "too many header lines";
             return RH_PE_TOO_MANY;
         }
-        if ((rc = parse_header_line(line, &hdrs[out->n_hdrs], why)) != 0)
-            return rc;
+        if ((rc = parse_header_line(line, &hdrs[out->n_hdrs], why)) != 0) return rc;
         out->n_hdrs++;
     }
     if (bad) {
@@ -229,8 +214,7 @@ int rh_parse_head(char *buf, size_t len, rh_hdr *hdrs, int max_hdrs, rh_head *ou
 
 const char *rh_head_get(const rh_head *h, const char *name) {
     for (int k = 0; k < h->n_hdrs; k++)
-        if (strcasecmp(h->hdrs[k].name, name) == 0)
-            return h->hdrs[k].value;
+        if (strcasecmp(h->hdrs[k].name, name) == 0) return h->hdrs[k].value;
     return NULL;
 }
 
@@ -238,11 +222,9 @@ const char *rh_head_get(const rh_head *h, const char *name) {
 
 static int parse_length(const char *v, uint64_t *out) {
     uint64_t n = 0;
-    if (!*v)
-        return -1;
+    if (!*v) return -1;
     for (; *v; v++) {
-        if (*v < '0' || *v > '9' || n > (UINT64_MAX - 9) / 10)
-            return -1;
+        if (*v < '0' || *v > '9' || n > (UINT64_MAX - 9) / 10) return -1;
         n = n * 10 + (uint64_t)(*v - '0');
     }
     *out = n;
@@ -256,8 +238,7 @@ static int list_has(const char *v, const char *token) {
         while (*p == ' ' || *p == '\t' || *p == ',')
             p++;
         size_t n = strcspn(p, ", \t");
-        if (n == tl && strncasecmp(p, token, n) == 0)
-            return 1;
+        if (n == tl && strncasecmp(p, token, n) == 0) return 1;
         p += n;
     }
     return 0;
@@ -265,8 +246,7 @@ static int list_has(const char *v, const char *token) {
 
 static int framing_length(const rh_head *h, rh_framing *f, const char **why) {
     for (int k = 0; k < h->n_hdrs; k++) {
-        if (strcasecmp(h->hdrs[k].name, "Content-Length") != 0)
-            continue;
+        if (strcasecmp(h->hdrs[k].name, "Content-Length") != 0) continue;
         uint64_t n;
         if (parse_length(h->hdrs[k].value, &n) != 0) {
             *why = "Content-Length is not a decimal number";
@@ -285,8 +265,7 @@ static int framing_length(const rh_head *h, rh_framing *f, const char **why) {
 static int framing_te(const rh_head *h, rh_framing *f, const char **why) {
     int n_te = 0;
     for (int k = 0; k < h->n_hdrs; k++) {
-        if (strcasecmp(h->hdrs[k].name, "Transfer-Encoding") != 0)
-            continue;
+        if (strcasecmp(h->hdrs[k].name, "Transfer-Encoding") != 0) continue;
         if (++n_te > 1 || strcasecmp(h->hdrs[k].value, "chunked") != 0) {
             *why = "only Transfer-Encoding: chunked is supported";
             return RH_PE_TE;
@@ -315,12 +294,9 @@ static int framing_host(const rh_head *h, const char **why) {
 int rh_head_framing(const rh_head *h, rh_framing *f, const char **why) {
     memset(f, 0, sizeof *f);
     int rc = framing_length(h, f, why);
-    if (!rc)
-        rc = framing_te(h, f, why);
-    if (!rc)
-        rc = framing_host(h, why);
-    if (rc)
-        return rc;
+    if (!rc) rc = framing_te(h, f, why);
+    if (!rc) rc = framing_host(h, why);
+    if (rc) return rc;
     const char *conn = rh_head_get(h, "Connection");
     f->keep_alive = h->minor >= 1 && !(conn && list_has(conn, "close"));
     const char *expect = rh_head_get(h, "Expect");
@@ -336,8 +312,17 @@ int rh_head_framing(const rh_head *h, rh_framing *f, const char **why) {
 
 /* ---- chunked bodies ---- */
 
-enum { CK_SIZE, CK_EXT, CK_SIZE_LF, CK_DATA, CK_DATA_CR, CK_DATA_LF, CK_TRAILER, CK_END_LF,
-       CK_DONE };
+enum {
+    CK_SIZE,
+    CK_EXT,
+    CK_SIZE_LF,
+    CK_DATA,
+    CK_DATA_CR,
+    CK_DATA_LF,
+    CK_TRAILER,
+    CK_END_LF,
+    CK_DONE
+};
 
 #define CK_MAX_LINE 1024
 
@@ -349,8 +334,7 @@ void rh_chunked_init(rh_chunked *c, uint64_t max_total, size_t max_trailer) {
 }
 
 static int hexval(unsigned char ch) {
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
+    if (ch >= '0' && ch <= '9') return ch - '0';
     ch |= 0x20;
     return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
 }
@@ -362,8 +346,7 @@ static int ck_bad(rh_chunked *c, const char *why) {
 
 /* The size line ended: go to its data, or to the trailer after the last chunk. */
 static int ck_size_done(rh_chunked *c) {
-    if (!c->digits)
-        return ck_bad(c, "chunk size line without a size");
+    if (!c->digits) return ck_bad(c, "chunk size line without a size");
     if (c->size > c->max - c->total) {
         c->why = "chunked body over the size limit";
         return RH_CK_TOO_LARGE;
@@ -375,40 +358,33 @@ static int ck_size_done(rh_chunked *c) {
 }
 
 static int ck_size_byte(rh_chunked *c, unsigned char ch) {
-    if (++c->line > CK_MAX_LINE)
-        return ck_bad(c, "chunk size line too long");
+    if (++c->line > CK_MAX_LINE) return ck_bad(c, "chunk size line too long");
     int v = hexval(ch);
     if (c->state == CK_SIZE && v >= 0) {
-        if (++c->digits > 15)
-            return ck_bad(c, "chunk size has too many digits");
+        if (++c->digits > 15) return ck_bad(c, "chunk size has too many digits");
         c->size = c->size * 16 + (uint64_t)v;
         return 0;
     }
-    if (c->state == CK_SIZE_LF && ch != '\n')
-        return ck_bad(c, "CR without LF after a chunk size");
-    if (ch == '\n')
-        return ck_size_done(c);
+    if (c->state == CK_SIZE_LF && ch != '\n') return ck_bad(c, "CR without LF after a chunk size");
+    if (ch == '\n') return ck_size_done(c);
     if (ch == '\r') {
         c->state = CK_SIZE_LF;
         return 0;
     }
     if (c->state == CK_SIZE && ch != ';' && ch != ' ' && ch != '\t')
         return ck_bad(c, "chunk size is not hexadecimal");
-    if (ch < 0x20 && ch != '\t')
-        return ck_bad(c, "control byte in a chunk extension");
+    if (ch < 0x20 && ch != '\t') return ck_bad(c, "control byte in a chunk extension");
     c->state = CK_EXT;
     return 0;
 }
 
 static int ck_trailer_byte(rh_chunked *c, unsigned char ch) {
     if (c->state == CK_END_LF) {
-        if (ch != '\n')
-            return ck_bad(c, "CR without LF at the end of a chunked body");
+        if (ch != '\n') return ck_bad(c, "CR without LF at the end of a chunked body");
         c->state = CK_DONE;
         return 0;
     }
-    if (++c->trailer > c->max_trailer)
-        return ck_bad(c, "chunked trailer too long");
+    if (++c->trailer > c->max_trailer) return ck_bad(c, "chunked trailer too long");
     if (c->line_start && (ch == '\r' || ch == '\n')) {
         c->state = ch == '\r' ? CK_END_LF : CK_DONE;
         return 0;
@@ -422,8 +398,7 @@ static int ck_after_data(rh_chunked *c, unsigned char ch) {
         c->state = CK_DATA_LF;
         return 0;
     }
-    if (ch != '\n')
-        return ck_bad(c, "chunk data not followed by CRLF");
+    if (ch != '\n') return ck_bad(c, "chunk data not followed by CRLF");
     c->state = CK_SIZE;
     c->size = 0;
     c->digits = 0;
@@ -439,8 +414,7 @@ int rh_chunked_step(rh_chunked *c, const char *in, size_t n, size_t *used, size_
             size_t take = c->left < n - i ? (size_t)c->left : n - i;
             c->left -= take;
             c->total += take;
-            if (!c->left)
-                c->state = CK_DATA_CR;
+            if (!c->left) c->state = CK_DATA_CR;
             *used = i + take;
             *data_len = take;
             return RH_CK_DATA;
@@ -472,34 +446,28 @@ static int pct_decode(const char *src, size_t n, char *out, size_t cap) {
         if (ch == '+') {
             ch = ' ';
         } else if (ch == '%') {
-            if (n - i < 3)
-                return AFD_E_FORMAT;
+            if (n - i < 3) return AFD_E_FORMAT;
             int hi = hexval((unsigned char)src[i + 1]), lo = hexval((unsigned char)src[i + 2]);
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                return AFD_E_FORMAT;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return AFD_E_FORMAT;
             ch = hi * 16 + lo;
             i += 2;
         }
-        if (o + 1 >= cap)
-            return AFD_E_LIMIT;
+        if (o + 1 >= cap) return AFD_E_LIMIT;
         out[o++] = (char)ch;
     }
-    if (cap)
-        out[o] = 0;
+    if (cap) out[o] = 0;
     return (int)o;
 }
 
 int rh_query_param(const char *query, const char *name, char *out, size_t cap) {
-    if (!query || !name)
-        return AFD_E_NOTFOUND;
+    if (!query || !name) return AFD_E_NOTFOUND;
     for (const char *p = query; *p;) {
         size_t n = strcspn(p, "&");
         const char *eq = memchr(p, '=', n);
         size_t kn = eq ? (size_t)(eq - p) : n;
         char key[256];
         if (pct_decode(p, kn, key, sizeof key) >= 0 && strcmp(key, name) == 0) {
-            if (!eq)
-                return cap ? (out[0] = 0, 0) : AFD_E_LIMIT;
+            if (!eq) return cap ? (out[0] = 0, 0) : AFD_E_LIMIT;
             return pct_decode(eq + 1, n - kn - 1, out, cap);
         }
         p += n + (p[n] == '&');
@@ -511,8 +479,7 @@ int rh_query_param(const char *query, const char *name, char *out, size_t cap) {
 
 int rh_req_id_ok(const char *s) {
     size_t n = 0;
-    if (!s)
-        return 0;
+    if (!s) return 0;
     for (; s[n]; n++)
         if (n >= RH_REQ_ID_MAX || (unsigned char)s[n] < 0x21 || (unsigned char)s[n] > 0x7e)
             return 0;

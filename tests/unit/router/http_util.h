@@ -40,8 +40,7 @@ typedef struct th_server {
 
 static inline void th_tick(evutil_socket_t fd, short what, void *arg) {
     th_server *t = arg;
-    if (atomic_load(&t->stop))
-        event_base_loopbreak(t->base);
+    if (atomic_load(&t->stop)) event_base_loopbreak(t->base);
 }
 
 static inline void *th_loop(void *arg) {
@@ -58,15 +57,13 @@ static inline void th_start(th_server *t, rh_config cfg, void (*routes)(th_serve
     cr_assert_not_null(t->base);
     t->reg = afd_metrics_init();
     cfg.metrics = t->reg;
-    if (!cfg.addr)
-        cfg.addr = "127.0.0.1";
+    if (!cfg.addr) cfg.addr = "127.0.0.1";
     afd_err e = {0};
     t->srv = rh_server_start(t->base, &cfg, &e);
     cr_assert_not_null(t->srv, "rh_server_start: %s", e.msg);
     t->port = rh_server_port(t->srv);
     cr_assert_gt(t->port, 0);
-    if (routes)
-        routes(t);
+    if (routes) routes(t);
     struct timeval tv = {0, 5000};
     t->tick = event_new(t->base, -1, EV_PERSIST, th_tick, t);
     event_add(t->tick, &tv);
@@ -75,8 +72,7 @@ static inline void th_start(th_server *t, rh_config cfg, void (*routes)(th_serve
 }
 
 static inline void th_stop(th_server *t) {
-    if (!atomic_load(&t->running))
-        return;
+    if (!atomic_load(&t->running)) return;
     atomic_store(&t->stop, 1);
     pthread_join(t->thread, NULL);
     rh_server_free(t->srv);
@@ -111,7 +107,9 @@ static inline void th_send(int fd, const void *data, size_t len) {
     }
 }
 
-static inline void th_sends(int fd, const char *s) { th_send(fd, s, strlen(s)); }
+static inline void th_sends(int fd, const char *s) {
+    th_send(fd, s, strlen(s));
+}
 
 /* Reads until the peer closes (or the 5 s timeout); malloc'd, NUL-terminated. */
 static inline char *th_read_all(int fd, size_t *len_out) {
@@ -119,12 +117,10 @@ static inline char *th_read_all(int fd, size_t *len_out) {
     char *buf = malloc(cap);
     for (ssize_t r; (r = recv(fd, buf + n, cap - 1 - n, 0)) > 0;) {
         n += (size_t)r;
-        if (cap - 1 - n < 4096)
-            buf = realloc(buf, cap *= 2);
+        if (cap - 1 - n < 4096) buf = realloc(buf, cap *= 2);
     }
     buf[n] = 0;
-    if (len_out)
-        *len_out = n;
+    if (len_out) *len_out = n;
     return buf;
 }
 
@@ -139,8 +135,7 @@ static inline char *th_ask(int port, const char *request) {
 
 static inline int th_status(const char *resp) {
     int code = -1;
-    if (sscanf(resp, "HTTP/1.%*d %d", &code) != 1)
-        return -1;
+    if (sscanf(resp, "HTTP/1.%*d %d", &code) != 1) return -1;
     return code;
 }
 
@@ -190,10 +185,8 @@ static inline void th_recv_line(int fd, char *line, size_t cap) {
         char ch;
         ssize_t r = recv(fd, &ch, 1, 0);
         cr_assert_eq(r, 1, "connection closed or timed out in a chunk line");
-        if (ch == '\n')
-            break;
-        if (ch != '\r' && n + 1 < cap)
-            line[n++] = ch;
+        if (ch == '\n') break;
+        if (ch != '\r' && n + 1 < cap) line[n++] = ch;
     }
     line[n] = 0;
 }
@@ -218,8 +211,7 @@ static inline void th_resp_read(int fd, th_resp *out, int head_only) {
     while (out->status == 100);
     char v[64];
     out->body = calloc(1, 1);
-    if (head_only || out->status == 204 || out->status == 304)
-        return;
+    if (head_only || out->status == 204 || out->status == 304) return;
     if (th_header(out->head, "Content-Length", v, sizeof v)) {
         out->body_len = strtoull(v, NULL, 10);
         out->body = realloc(out->body, out->body_len + 1);
@@ -227,8 +219,7 @@ static inline void th_resp_read(int fd, th_resp *out, int head_only) {
         out->body[out->body_len] = 0;
         return;
     }
-    cr_assert(th_header(out->head, "Transfer-Encoding", v, sizeof v), "no framing: %s",
-              out->head);
+    cr_assert(th_header(out->head, "Transfer-Encoding", v, sizeof v), "no framing: %s", out->head);
     for (;;) {
         char line[64];
         th_recv_line(fd, line, sizeof line);
@@ -248,8 +239,7 @@ static inline void th_resp_read(int fd, th_resp *out, int head_only) {
 /* Waits (up to ms) until *v == want. */
 static inline int th_wait_eq(atomic_int *v, int want, int ms) {
     for (int k = 0; k < ms; k++) {
-        if (atomic_load(v) == want)
-            return 1;
+        if (atomic_load(v) == want) return 1;
         usleep(1000);
     }
     return atomic_load(v) == want;
@@ -263,8 +253,7 @@ static inline char *th_run(const char *cmd, int *rc) {
     char *buf = malloc(cap);
     for (size_t r; (r = fread(buf + n, 1, cap - 1 - n, f)) > 0;) {
         n += r;
-        if (cap - 1 - n < 4096)
-            buf = realloc(buf, cap *= 2);
+        if (cap - 1 - n < 4096) buf = realloc(buf, cap *= 2);
     }
     buf[n] = 0;
     int st = pclose(f);

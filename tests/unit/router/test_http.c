@@ -65,7 +65,9 @@ static void h_limited(rh_req *r, void *ud) {
                    "slow down (%d %d %d %d)", a, b, c, d);
 }
 
-static void h_health(rh_req *r, void *ud) { rh_reply(r, 200, "text/plain", "ok\n", 3); }
+static void h_health(rh_req *r, void *ud) {
+    rh_reply(r, 200, "text/plain", "ok\n", 3);
+}
 
 static void h_metrics(rh_req *r, void *ud) {
     th_server *t = ud;
@@ -88,9 +90,13 @@ static void h_reload(rh_req *r, void *ud) {
     rh_reply_json(r, 200, out, (size_t)n);
 }
 
-static void h_bad_status(rh_req *r, void *ud) { rh_reply_json(r, 42, "{}", 2); }
+static void h_bad_status(rh_req *r, void *ud) {
+    rh_reply_json(r, 42, "{}", 2);
+}
 
-static void h_nocontent(rh_req *r, void *ud) { rh_reply(r, 204, "text/plain", "ignored", 7); }
+static void h_nocontent(rh_req *r, void *ud) {
+    rh_reply(r, 204, "text/plain", "ignored", 7);
+}
 
 static void routes(th_server *t) {
     rh_server *s = t->srv;
@@ -117,8 +123,12 @@ static rh_config base_cfg(void) {
     return c;
 }
 
-static void start_plain(void) { th_start(&ts, base_cfg(), routes); }
-static void stop_all(void) { th_stop(&ts); }
+static void start_plain(void) {
+    th_start(&ts, base_cfg(), routes);
+}
+static void stop_all(void) {
+    th_stop(&ts);
+}
 
 static char *get(const char *path) {
     char req[512];
@@ -219,10 +229,10 @@ Test(http, keep_alive_two_requests_one_connection) {
     close(fd);
     char *m = get("/metrics");
     cr_assert(strstr(m, "afd_router_http_connections_total 2\n"), "two connections: %s", m);
-    cr_assert(strstr(m, "afd_router_http_requests_total{route=\"/echo\",code=\"200\"} 1\n"),
-              "%s", m);
-    cr_assert(strstr(m, "afd_router_http_requests_total{route=\"/body\",code=\"200\"} 1\n"),
-              "%s", m);
+    cr_assert(strstr(m, "afd_router_http_requests_total{route=\"/echo\",code=\"200\"} 1\n"), "%s",
+              m);
+    cr_assert(strstr(m, "afd_router_http_requests_total{route=\"/body\",code=\"200\"} 1\n"), "%s",
+              m);
     free(m);
 }
 
@@ -337,8 +347,10 @@ Test(http, request_id_echoed_and_generated) {
     cr_assert(strstr(th_body(r), "\"id\":\"abc-123\""), "handlers see it: %s", r);
     free(r);
     char req[256];
-    snprintf(req, sizeof req, "GET /echo HTTP/1.1\r\nHost: t\r\nX-Request-Id: %065d\r\n"
-                              "Connection: close\r\n\r\n", 7);
+    snprintf(req, sizeof req,
+             "GET /echo HTTP/1.1\r\nHost: t\r\nX-Request-Id: %065d\r\n"
+             "Connection: close\r\n\r\n",
+             7);
     r = th_ask(ts.port, req);
     cr_assert(th_header(r, "X-Request-Id", id, sizeof id), "%s", r);
     cr_assert_eq(strncmp(id, "req-", 4), 0, "65 chars are refused, one is made: %s", id);
@@ -364,8 +376,7 @@ Test(http, extra_headers) {
     cr_assert(th_header(r, "Retry-After", v, sizeof v), "%s", r);
     cr_assert_str_eq(v, "7");
     char want[128];
-    snprintf(want, sizeof want, "slow down (0 %d %d %d)", AFD_E_FORMAT, AFD_E_FORMAT,
-             AFD_E_FORMAT);
+    snprintf(want, sizeof want, "slow down (0 %d %d %d)", AFD_E_FORMAT, AFD_E_FORMAT, AFD_E_FORMAT);
     cr_assert(strstr(th_body(r), want), "%s", r);
     cr_assert(strstr(th_body(r), "\"type\":\"rate_limit_exceeded\""), "%s", r);
     cr_assert_null(strstr(r, "Injected"), "%s", r);
@@ -414,8 +425,7 @@ Test(http, expect_continue_and_chunked_body) {
 }
 
 Test(http, curl_requests) {
-    if (!th_have("curl"))
-        cr_skip("curl is not installed");
+    if (!th_have("curl")) cr_skip("curl is not installed");
     char cmd[512];
     int rc;
     snprintf(cmd, sizeof cmd,
@@ -442,10 +452,10 @@ Test(http, metrics) {
     free(get("/health"));
     free(get("/nope"));
     char *m = get("/metrics");
-    cr_assert(strstr(m, "afd_router_http_requests_total{route=\"/health\",code=\"200\"} 1\n"),
-              "%s", m);
-    cr_assert(strstr(m, "afd_router_http_requests_total{route=\"none\",code=\"404\"} 1\n"),
-              "%s", m);
+    cr_assert(strstr(m, "afd_router_http_requests_total{route=\"/health\",code=\"200\"} 1\n"), "%s",
+              m);
+    cr_assert(strstr(m, "afd_router_http_requests_total{route=\"none\",code=\"404\"} 1\n"), "%s",
+              m);
     cr_assert(strstr(m, "afd_router_http_connections_open 1\n"), "%s", m);
     cr_assert(strstr(m, "afd_router_http_received_bytes_total "), "%s", m);
     cr_assert(strstr(m, "afd_router_http_sent_bytes_total "), "%s", m);
@@ -479,8 +489,8 @@ static void stop_keys(void) {
 
 static char *get_key(const char *path, const char *key) {
     char req[512];
-    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n%s%s%sConnection: close\r\n\r\n",
-             path, key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "");
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n%s%s%sConnection: close\r\n\r\n", path,
+             key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "");
     return th_ask(ts.port, req);
 }
 
@@ -594,7 +604,9 @@ Test(http, cors_off_by_default) {
 
 /* ---- start-up and registration errors (no loop thread) ---- */
 
-static void noop(rh_req *r, void *ud) { rh_reply(r, 200, NULL, NULL, 0); }
+static void noop(rh_req *r, void *ud) {
+    rh_reply(r, 200, NULL, NULL, 0);
+}
 
 Test(http_setup, config_errors) {
     struct event_base *base = event_base_new();

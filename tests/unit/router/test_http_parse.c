@@ -125,19 +125,23 @@ Test(http_parse, framing) {
     const char *why = NULL;
     cr_assert_eq(framing_of("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &f, &why), 0);
     cr_assert_eq(f.has_length + f.chunked, 0);
-    cr_assert_eq(framing_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n",
-                            &f, &why), 0);
+    cr_assert_eq(
+        framing_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n", &f, &why),
+        0);
     cr_assert_eq(f.chunked, 1);
-    cr_assert_eq(framing_of("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n",
-                            &f, &why), 0);
+    cr_assert_eq(
+        framing_of("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n", &f, &why),
+        0);
     cr_assert_eq(f.keep_alive, 0);
     cr_assert_eq(framing_of("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &f, &why), 0);
     cr_assert_eq(f.keep_alive, 0, "HTTP/1.0 always closes");
-    cr_assert_eq(framing_of("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", &f,
-                            &why), 0);
+    cr_assert_eq(framing_of("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", &f, &why),
+                 0);
     cr_assert_eq(f.expect_100, 1);
     cr_assert_eq(framing_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
-                            "Content-Length: 5\r\n\r\n", &f, &why), 0);
+                            "Content-Length: 5\r\n\r\n",
+                            &f, &why),
+                 0);
     cr_assert_eq(f.length, 5);
 
     static const struct {
@@ -148,10 +152,8 @@ Test(http_parse, framing) {
         {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", RH_PE_BAD},
         {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", RH_PE_BAD},
         {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n", RH_PE_BAD},
-        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
-         RH_PE_BAD},
-        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-         RH_PE_BAD},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", RH_PE_BAD},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", RH_PE_BAD},
         {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
          RH_PE_BAD},
         {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", RH_PE_TE},
@@ -184,8 +186,7 @@ static int chunked_run(const char *in, size_t step, uint64_t max, char *out, siz
         memcpy(out + o, in + off + used - dl, dl);
         o += dl;
         off += used;
-        if (rc == RH_CK_DONE || rc < 0)
-            break;
+        if (rc == RH_CK_DONE || rc < 0) break;
     }
     out[o] = 0;
     *out_len = o;
@@ -194,7 +195,8 @@ static int chunked_run(const char *in, size_t step, uint64_t max, char *out, siz
 }
 
 Test(http_parse, chunked_good) {
-    const char *body = "5\r\nhello\r\n7;ext=1\r\n, world\r\nA\r\n0123456789\r\n0\r\nT: v\r\n\r\nNEXT";
+    const char *body =
+        "5\r\nhello\r\n7;ext=1\r\n, world\r\nA\r\n0123456789\r\n0\r\nT: v\r\n\r\nNEXT";
     for (size_t step = 1; step <= strlen(body); step++) {
         char out[128];
         size_t len, rest;
@@ -332,8 +334,7 @@ Test(http_keys, bad_files_keep_old_keys) {
     rh_keys k = {0};
     afd_err e = {0};
     cr_assert_eq(rh_keys_load(good, &k, &e), 0, "%s", e.msg);
-    static const char *const bad[] = {"# only comments\n\n", "sk-ok\nsk bad space\n",
-                                      "sk-\x01\n"};
+    static const char *const bad[] = {"# only comments\n\n", "sk-ok\nsk bad space\n", "sk-\x01\n"};
     for (size_t i = 0; i < 3; i++) {
         char *p = write_tmp(bad[i]);
         memset(&e, 0, sizeof e);

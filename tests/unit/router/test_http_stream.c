@@ -34,8 +34,7 @@ static void stream_free(stream *st) {
 }
 
 static void on_stream_close(rh_req *r, void *arg) {
-    if (rh_sse_send(r, "x", 1) == AFD_E_PEER && rh_req_gone(r))
-        atomic_fetch_add(&close_peer, 1);
+    if (rh_sse_send(r, "x", 1) == AFD_E_PEER && rh_req_gone(r)) atomic_fetch_add(&close_peer, 1);
     atomic_fetch_add(&closes, 1);
     stream_free(arg);
 }
@@ -46,10 +45,8 @@ static void stream_tick(evutil_socket_t fd, short what, void *arg) {
     if (st->mode == FLOOD) {
         static char big[16384];
         memset(big, 'f', sizeof big);
-        if (st->last < (4l << 20))
-            st->last = rh_sse_send(st->r, big, sizeof big);
-        if (st->last > atomic_load(&max_pending))
-            atomic_store(&max_pending, st->last);
+        if (st->last < (4l << 20)) st->last = rh_sse_send(st->r, big, sizeof big);
+        if (st->last > atomic_load(&max_pending)) atomic_store(&max_pending, st->last);
         return;
     }
     while (st->sent < st->n && st->sent < atomic_load(&gate)) {
@@ -77,14 +74,24 @@ static void start_stream(rh_req *r, int mode) {
     event_add(st->ev, &tv);
 }
 
-static void h_stream(rh_req *r, void *ud) { start_stream(r, GATED); }
-static void h_flood(rh_req *r, void *ud) { start_stream(r, FLOOD); }
+static void h_stream(rh_req *r, void *ud) {
+    start_stream(r, GATED);
+}
+static void h_flood(rh_req *r, void *ud) {
+    start_stream(r, FLOOD);
+}
 
-static void on_wait_close(rh_req *r, void *arg) { atomic_fetch_add(&closes, 1); }
+static void on_wait_close(rh_req *r, void *arg) {
+    atomic_fetch_add(&closes, 1);
+}
 
-static void h_wait(rh_req *r, void *ud) { rh_on_close(r, on_wait_close, NULL); }
+static void h_wait(rh_req *r, void *ud) {
+    rh_on_close(r, on_wait_close, NULL);
+}
 
-static void h_wait_noclose(rh_req *r, void *ud) { zombie = r; }
+static void h_wait_noclose(rh_req *r, void *ud) {
+    zombie = r;
+}
 
 static void h_finish_zombie(rh_req *r, void *ud) {
     if (zombie) {
@@ -119,8 +126,8 @@ static void h_misuse(rh_req *r, void *ud) {
 
 static void h_stats(rh_req *r, void *ud) {
     char out[64];
-    int n = snprintf(out, sizeof out, "{\"open\":%d,\"conns\":%d}",
-                     rh_open_requests(ts.srv) - 1, rh_open_connections(ts.srv));
+    int n = snprintf(out, sizeof out, "{\"open\":%d,\"conns\":%d}", rh_open_requests(ts.srv) - 1,
+                     rh_open_connections(ts.srv));
     rh_reply_json(r, 200, out, (size_t)n);
 }
 
@@ -161,7 +168,9 @@ static void start(void) {
     th_start(&ts, c, routes);
 }
 
-static void stop(void) { th_stop(&ts); }
+static void stop(void) {
+    th_stop(&ts);
+}
 
 TestSuite(http_stream, .init = start, .fini = stop, .timeout = 20);
 
@@ -255,8 +264,8 @@ Test(http_stream, disconnect_mid_stream_fires_on_close_once) {
     cr_assert_str_eq(th_body(r), "{\"open\":0,\"conns\":1}", "%s", r);
     free(r);
     r = get("/metrics");
-    cr_assert(strstr(r, "afd_router_http_requests_total{route=\"/stream\",code=\"499\"} 1\n"),
-              "%s", r);
+    cr_assert(strstr(r, "afd_router_http_requests_total{route=\"/stream\",code=\"499\"} 1\n"), "%s",
+              r);
     free(r);
 }
 
@@ -280,8 +289,7 @@ Test(http_stream, gone_handle_without_on_close) {
     for (int k = 0; k < 100; k++) { /* until the server has seen the close */
         free(r);
         r = get("/stats");
-        if (strstr(th_body(r), "\"open\":0"))
-            break;
+        if (strstr(th_body(r), "\"open\":0")) break;
         usleep(10000);
     }
     cr_assert_str_eq(th_body(r), "{\"open\":0,\"conns\":1}", "%s", r);
@@ -355,8 +363,10 @@ static double closed_after(int fd, uint64_t t0) {
 Test(http_stream, idle_connections_closed) {
     int fd = th_connect(ts.port);
     double ms = closed_after(fd, afd_now_ns());
-    cr_assert(ms > 250.0 && ms < 3000.0, "no first request: closed after %.0f ms, want the "
-              "read timeout (300)", ms);
+    cr_assert(ms > 250.0 && ms < 3000.0,
+              "no first request: closed after %.0f ms, want the "
+              "read timeout (300)",
+              ms);
     close(fd);
     fd = th_connect(ts.port);
     th_sends(fd, "GET /stats HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -364,8 +374,10 @@ Test(http_stream, idle_connections_closed) {
     th_resp_read(fd, &r, 0);
     free(r.body);
     ms = closed_after(fd, afd_now_ns());
-    cr_assert(ms > 450.0 && ms < 3000.0, "keep-alive: closed after %.0f ms, want the idle "
-              "timeout (500)", ms);
+    cr_assert(ms > 450.0 && ms < 3000.0,
+              "keep-alive: closed after %.0f ms, want the idle "
+              "timeout (500)",
+              ms);
     close(fd);
 }
 

@@ -26,8 +26,8 @@ static void make_cert(const char *cpath, const char *kpath) {
     X509_gmtime_adj(X509_getm_notAfter(x), 3600);
     X509_set_pubkey(x, pkey);
     X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1,
-                               -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1,
+                               0);
     X509_set_issuer_name(x, name);
     cr_assert_gt(X509_sign(x, pkey, EVP_sha256()), 0);
     FILE *f = fopen(cpath, "w");
@@ -48,8 +48,8 @@ static void make_cert(const char *cpath, const char *kpath) {
 
 static void h_echo(rh_req *r, void *ud) {
     char out[256];
-    int n = snprintf(out, sizeof out, "{\"path\":\"%s\",\"id\":\"%s\"}", rh_req_path(r),
-                     rh_req_id(r));
+    int n =
+        snprintf(out, sizeof out, "{\"path\":\"%s\",\"id\":\"%s\"}", rh_req_path(r), rh_req_id(r));
     rh_reply_json(r, 200, out, (size_t)n);
 }
 
@@ -144,8 +144,7 @@ static char *curl(const char *args, int *rc) {
 }
 
 Test(http_tls, curl_json_and_keep_alive) {
-    if (!th_have("curl"))
-        cr_skip("curl is not installed");
+    if (!th_have("curl")) cr_skip("curl is not installed");
     char args[256];
     int rc;
     snprintf(args, sizeof args, "-H 'X-Request-Id: tls-1' https://127.0.0.1:%d/echo", ts.port);
@@ -164,8 +163,7 @@ Test(http_tls, curl_json_and_keep_alive) {
 }
 
 Test(http_tls, curl_sse) {
-    if (!th_have("curl"))
-        cr_skip("curl is not installed");
+    if (!th_have("curl")) cr_skip("curl is not installed");
     char args[256];
     int rc;
     snprintf(args, sizeof args, "-N https://127.0.0.1:%d/stream?n=3", ts.port);
@@ -190,8 +188,7 @@ static SSL *tls_connect(int fd, int max_version, SSL_CTX **ctx_out, int *reason)
     SSL_set_fd(ssl, fd);
     ERR_clear_error();
     *ctx_out = ctx;
-    if (SSL_connect(ssl) == 1)
-        return ssl;
+    if (SSL_connect(ssl) == 1) return ssl;
     *reason = ERR_GET_REASON(ERR_peek_last_error());
     SSL_free(ssl);
     SSL_CTX_free(ctx);
@@ -238,7 +235,8 @@ Test(http_tls, body_over_limit_answered_before_close) {
     SSL_write(ssl, junk, (int)sizeof junk); /* unread by the server */
     char buf[4096];
     int n = 0;
-    for (int r; n < (int)sizeof buf - 1 && (r = SSL_read(ssl, buf + n, (int)sizeof buf - 1 - n)) > 0;)
+    for (int r;
+         n < (int)sizeof buf - 1 && (r = SSL_read(ssl, buf + n, (int)sizeof buf - 1 - n)) > 0;)
         n += r;
     buf[n] = 0;
     cr_assert_eq(th_status(buf), 413, "%s", buf);
@@ -275,8 +273,7 @@ Test(http_tls, plain_http_on_tls_port) {
     char *r = th_ask(ts.port, "GET /echo HTTP/1.1\r\nHost: t\r\n\r\n");
     cr_assert_eq(th_status(r), -1, "no HTTP answer in clear: %s", r);
     free(r);
-    if (!th_have("curl"))
-        return;
+    if (!th_have("curl")) return;
     char args[128];
     int rc;
     snprintf(args, sizeof args, "https://127.0.0.1:%d/metrics", ts.port);
