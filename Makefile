@@ -151,6 +151,8 @@ FUZZ_openai_SRC := router/openai_req.c router/openai_resp.c router/stop.c $(FUZZ
 FUZZ_TARGETS := safetensors $(if $(wildcard proto/wire.c tests/fuzz/fuzz_wire.c),wire) ctrl
 FUZZ_TARGETS += openai
 build-fuzz/fuzz_openai: $(FUZZ_openai_SRC) router/openai.h router/stop.h
+FUZZ_tokenizer_SRC := $(wildcard common/text/*.c) $(FUZZ_BASE)
+FUZZ_TARGETS += tokenizer
 FUZZ_SECONDS ?= 15
 .PHONY: fuzz fuzz-smoke
 fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)

@@ -38,44 +38,45 @@ int tok_chat_init(tok_chat *c, const tok_tokenizer *t, afd_err *err) {
     return rc;
 }
 
-/* ---- rendering: text runs between the template's special tokens ------------------------- */
+/* ---- rendering ------------------------------------------------------------------------- */
 
+/* The prompt text is built whole. Its ids are the encoding of that text with special tokens
+ * parsed (what HF does, lstrip/rstrip of the template's tokens included); with escape_content,
+ * each text run between the template's special tokens is encoded with special tokens as plain
+ * text and the template's tokens are inserted as ids. */
 typedef struct render {
     const tok_chat *c;
     tok_state *st;
-    unsigned flags;
-    tok_str run; /* text since the last special token */
-    tok_str *text;
-    tok_ids *ids;
+    bool escape;
+    tok_str all;  /* the whole prompt text */
+    size_t run0;  /* where the current text run starts in `all` (escape mode) */
+    tok_ids *ids; /* escape mode: ids as we go */
     afd_err *err;
 } render;
 
 static int flush_run(render *r) {
+    size_t n = r->all.len - r->run0;
     int rc = 0;
-    if (r->run.len == 0)
-        return 0;
-    if (r->text)
-        rc = tok_str_append(r->text, r->run.s, r->run.len);
-    if (!rc && r->ids)
-        rc = tok_encode(r->c->t, r->st, r->run.s, r->run.len, r->flags, r->ids, r->err);
-    r->run.len = 0;
+    if (r->escape && r->ids && n)
+        rc = tok_encode(r->c->t, r->st, r->all.s + r->run0, n, 0, r->ids, r->err);
+    r->run0 = r->all.len;
     return rc;
 }
 
 static int put_text(render *r, const char *s, size_t n) {
-    return tok_str_append(&r->run, s, n);
+    return tok_str_append(&r->all, s, n);
 }
 
 static int put_special(render *r, int32_t id) {
+    const uint8_t *b;
+    size_t n;
     int rc = flush_run(r);
-    if (!rc && r->text) {
-        const uint8_t *b;
-        size_t n;
+    if (!rc)
         rc = tok_token_bytes(r->c->t, id, &b, &n);
-        if (!rc)
-            rc = tok_str_append(r->text, b, n);
-    }
-    if (!rc && r->ids)
+    if (!rc)
+        rc = tok_str_append(&r->all, b, n);
+    r->run0 = r->all.len;
+    if (!rc && r->escape && r->ids)
         rc = tok_ids_push(r->ids, id);
     return rc;
 }
@@ -103,7 +104,11 @@ static int render_all(render *r, const tok_chat_msg *m, size_t n, bool gen_promp
         if (!rc)
             rc = put_text(r, "assistant\n", 10);
     }
-    return rc ? rc : flush_run(r);
+    if (!rc)
+        rc = flush_run(r);
+    if (!rc && !r->escape && r->ids && r->all.len)
+        rc = tok_encode(r->c->t, r->st, r->all.s, r->all.len, TOK_ENC_SPECIAL, r->ids, r->err);
+    return rc;
 }
 
 int tok_chat_render(const tok_chat *c, tok_state *st, const tok_chat_msg *msgs, size_t n,
@@ -111,17 +116,13 @@ int tok_chat_render(const tok_chat *c, tok_state *st, const tok_chat_msg *msgs, 
     static const tok_chat_opts dflt = {.add_generation_prompt = true};
     if (!o)
         o = &dflt;
-    render r = {.c = c, .st = st, .flags = o->escape_content ? 0 : TOK_ENC_SPECIAL,
-                .text = text, .ids = ids, .err = err};
-    size_t text0 = text ? text->len : 0, ids0 = ids ? ids->n : 0;
+    render r = {.c = c, .st = st, .escape = o->escape_content, .ids = ids, .err = err};
+    size_t ids0 = ids ? ids->n : 0;
     int rc = render_all(&r, msgs, n, o->add_generation_prompt);
-    tok_str_release(&r.run);
+    if (!rc && text)
+        rc = tok_str_append(text, r.all.s ? r.all.s : "", r.all.len);
+    tok_str_release(&r.all);
     if (rc) {
-        if (text) {
-            text->len = text0;
-            if (text->s)
-                text->s[text0] = '\0';
-        }
         if (ids)
             ids->n = ids0;
         if (rc == AFD_E_LIMIT)

@@ -9,10 +9,11 @@
  * content is a string, null (""), or a list of {"type": "text", "text": ...} parts joined
  * without separator; other part types are refused. Roles are rendered as given.
  *
- * The ids are the same as encoding the rendered text with special tokens parsed (what HF's
- * apply_chat_template(tokenize=True) gives), computed without re-scanning the template's own
- * special tokens. With escape_content, special tokens written inside message text are encoded
- * as plain text instead (a guard against prompt injection; HF has no such mode).
+ * The ids are the encoding of the rendered text with special tokens parsed, which is what HF's
+ * apply_chat_template(tokenize=True) gives. With escape_content, special tokens written inside
+ * message text (or roles) are encoded as plain text instead: each text run between the
+ * template's own special tokens is encoded without special tokens and the template's tokens are
+ * inserted by id (a guard against prompt injection; HF has no such mode).
  *
  * tok_chat borrows the tokenizer (it must outlive it) and holds the ids it found by name; it is
  * read-only after tok_chat_init, so threads may share it. Errors: 0 / negative with afd_err.

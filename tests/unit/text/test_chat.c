@@ -215,3 +215,26 @@ Test(chat, limit) {
     tok_str_release(&text);
     tok_free(t);
 }
+
+Test(chat, ids_follow_hf_when_template_tokens_strip_space) {
+    /* <|BOT|> with lstrip: encoding the whole text drops the system text's trailing spaces;
+     * the rendered ids must do the same (they are the encoding of the text) */
+    const char *added = "[{\"id\":300,\"content\":\"" BOS "\",\"special\":true},"
+                        "{\"id\":301,\"content\":\"<|BOT|>\",\"special\":true,\"lstrip\":true},"
+                        "{\"id\":302,\"content\":\"<|EOT|>\",\"special\":true,\"rstrip\":true}]";
+    tok_tokenizer *t = tu_make(NULL, added, TU_PRE_GPT2);
+    tok_chat c = init(t);
+    tok_chat_msg m[] = {{"system", "S  ", 3}, {"user", "hi", 2}};
+    tok_str text = {0};
+    tok_ids ids = {0};
+    cr_assert_eq(tok_chat_render(&c, NULL, m, 2, NULL, &text, &ids, NULL), 0);
+    tok_ids whole = tu_enc(t, text.s, text.len, TOK_ENC_SPECIAL);
+    cr_assert(ids.n == whole.n && !memcmp(ids.v, whole.v, ids.n * sizeof *ids.v),
+              "render %zu ids, encode(text) %zu", ids.n, whole.n);
+    cr_assert_eq(ids.v[1], 'S');
+    cr_assert_eq(ids.v[2], 301, "the spaces went to <|BOT|>'s lstrip");
+    tok_ids_release(&whole);
+    tok_ids_release(&ids);
+    tok_str_release(&text);
+    tok_free(t);
+}
