@@ -100,7 +100,9 @@ rh_server *rh_server_start(struct event_base *base, const rh_config *cfg, afd_er
 /* The bound port (the ephemeral one when cfg->port was 0). */
 int rh_server_port(const rh_server *s);
 /* Closes the listener and every connection (on_close runs for unfinished requests), ends the
- * handles left over. NULL is a no-op. Not from inside a callback of this server. */
+ * handles left over. NULL is a no-op. Not from inside a callback of this server. libevent
+ * releases some connection buffers from the loop: if the loop will not run again, run it once
+ * (event_base_loop(base, EVLOOP_NONBLOCK)) before event_base_free. */
 void rh_server_free(rh_server *s);
 
 /* Registers methods (RH_* mask) on path. path is exact ("/v1/models") or a prefix pattern: a

@@ -76,6 +76,7 @@ static inline void th_stop(th_server *t) {
     atomic_store(&t->stop, 1);
     pthread_join(t->thread, NULL);
     rh_server_free(t->srv);
+    event_base_loop(t->base, EVLOOP_NONBLOCK); /* libevent's deferred frees */
     event_free(t->tick);
     afd_metrics_free(t->reg);
     event_base_free(t->base);
