@@ -549,6 +549,8 @@ int tok_encode(const tok_tokenizer *t, tok_state *st, const char *text, size_t l
                unsigned flags, tok_ids *out, afd_err *err) {
     if (len > TOK_MAX_TEXT)
         return afd_errf(err, AFD_E_LIMIT, "text of %zu bytes (limit %u)", len, TOK_MAX_TEXT);
+    if (st && st->t != t)
+        return afd_errf(err, AFD_E_STATE, "tok_encode: the state belongs to another tokenizer");
     tok_state *tmp = NULL;
     if (!st && !(st = tmp = tok_state_new(t)))
         return afd_errf(err, -ENOMEM, "tokenizer: out of memory");

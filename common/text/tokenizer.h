@@ -118,7 +118,8 @@ enum {
 /* Encodes text[0..len) (any bytes; invalid UTF-8 is repaired first) and appends the ids to out.
  * st may be NULL (a temporary state is made and freed: slower, no cache across calls).
  * Errors: -ENOMEM, AFD_E_LIMIT (text over TOK_MAX_TEXT, or out->limit reached: out->n is then
- * unchanged), AFD_E_STATE (a regex engine error, named in err). */
+ * unchanged), AFD_E_STATE (a regex engine error, named in err, or st made for another
+ * tokenizer). */
 int tok_encode(const tok_tokenizer *t, tok_state *st, const char *text, size_t len,
                unsigned flags, tok_ids *out, afd_err *err);
 

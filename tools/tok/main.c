@@ -1,8 +1,9 @@
 /* afd-tok: the tokenizer from the command line (docs/tokenizer.md).
  *
- *   afd-tok encode --tokenizer PATH [--no-special] [--plain]   < input
+ *   afd-tok encode --tokenizer PATH [--no-special] [--plain|--lines]   < input
  *       JSON lines {"text": "..."} or {"hex": "e4b8ad"} (raw bytes, may be invalid UTF-8);
- *       --plain: all of stdin is one text.                      -> {"ids": [...]} per input
+ *       --plain: all of stdin is one text; --lines: each line is one text (without its
+ *       line ending; empty lines too)                                                -> {"ids": [...]} per input
  *   afd-tok decode --tokenizer PATH [--skip-special] [--stream] < {"ids": [...]} lines
  *       -> {"text": "..."}; --stream feeds the ids one by one -> {"text": ..., "chunks": [...]}
  *       and gives the whole decode as "whole" 
@@ -28,7 +29,7 @@
 
 typedef struct opts {
     const char *cmd, *path;
-    bool no_special, plain, skip_special, stream, no_gen, escape;
+    bool no_special, plain, lines, skip_special, stream, no_gen, escape;
     double seconds;
     char **rest; /* positional arguments after the command */
     int n_rest;
@@ -45,7 +46,7 @@ typedef struct ctx {
 
 static void usage(void) {
     fputs("usage: afd-tok encode|decode|chat|token|info|bench --tokenizer PATH [options]\n"
-          "  encode [--no-special] [--plain]            stdin: {\"text\"|\"hex\": ...} lines\n"
+          "  encode [--no-special] [--plain|--lines]    stdin: {\"text\"|\"hex\": ...} lines\n"
           "  decode [--skip-special] [--stream]         stdin: {\"ids\": [...]} lines\n"
           "  chat [--no-generation-prompt] [--escape]   stdin: {\"messages\": [...]} lines\n"
           "  token ID...  |  info  |  bench FILE [--seconds S]\n",
@@ -68,6 +69,8 @@ static int parse_args(int argc, char **argv, opts *o) {
             o->no_special = true;
         else if (!strcmp(a, "--plain"))
             o->plain = true;
+        else if (!strcmp(a, "--lines"))
+            o->lines = true;
         else if (!strcmp(a, "--skip-special"))
             o->skip_special = true;
         else if (!strcmp(a, "--stream"))
@@ -355,7 +358,8 @@ static int bench(ctx *c) {
 
 typedef void (*line_fn)(ctx *, const char *, size_t, size_t);
 
-static void each_line(ctx *c, line_fn fn) {
+/* Calls fn for each line of stdin without its line ending; empty lines only when keep_empty. */
+static void each_line(ctx *c, line_fn fn, bool keep_empty) {
     char *line = NULL;
     size_t cap = 0, no = 0;
     ssize_t n;
@@ -363,7 +367,7 @@ static void each_line(ctx *c, line_fn fn) {
         no++;
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
             n--;
-        if (n > 0)
+        if (n > 0 || keep_empty)
             fn(c, line, (size_t)n, no);
     }
     free(line);
@@ -379,16 +383,22 @@ static void encode_plain(ctx *c) {
     tok_str_release(&all);
 }
 
+static void encode_text_line(ctx *c, const char *line, size_t len, size_t no) {
+    encode_one(c, line, len, no);
+}
+
 static int run(ctx *c) {
     const char *cmd = c->o.cmd;
     if (!strcmp(cmd, "encode") && c->o.plain)
         encode_plain(c);
+    else if (!strcmp(cmd, "encode") && c->o.lines)
+        each_line(c, encode_text_line, true);
     else if (!strcmp(cmd, "encode"))
-        each_line(c, encode_line);
+        each_line(c, encode_line, false);
     else if (!strcmp(cmd, "decode"))
-        each_line(c, decode_line);
+        each_line(c, decode_line, false);
     else if (!strcmp(cmd, "chat"))
-        each_line(c, chat_line);
+        each_line(c, chat_line, false);
     else if (!strcmp(cmd, "token"))
         for (int i = 0; i < c->o.n_rest; i++)
             token_info(c, c->o.rest[i]);

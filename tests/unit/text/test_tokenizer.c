@@ -546,3 +546,16 @@ Test(tokenizer, without_config_no_bos_eos) {
     cr_assert_eq(tok_max_token_bytes(t), 1);
     tok_free(t);
 }
+
+Test(tokenizer, state_of_another_tokenizer_is_refused) {
+    tok_tokenizer *a = tu_make(NULL, NULL, NULL), *b = tu_make(NULL, NULL, NULL);
+    tok_state *st = tok_state_new(a);
+    tok_ids ids = {0};
+    afd_err err = {0};
+    cr_assert_eq(tok_encode(b, st, "x", 1, 0, &ids, &err), AFD_E_STATE);
+    cr_assert_not_null(strstr(err.msg, "another tokenizer"), "%s", err.msg);
+    cr_assert_eq(ids.n, 0);
+    tok_state_free(st);
+    tok_free(a);
+    tok_free(b);
+}
