@@ -128,14 +128,36 @@ size_t tok_stream_max_out(const tok_tokenizer *t) {
 
 bool tok_stream_pending(const tok_stream *s) { return s->npend > 0; }
 
-/* Writes the complete characters of b[0..n) (invalid parts as U+FFFD) to out and keeps an
- * incomplete tail in s->pend. Returns bytes written. out holds 3 * n. */
-static size_t emit(tok_stream *s, const uint8_t *b, size_t n, uint8_t *out) {
-    size_t tail = utf8_incomplete_tail(b, n);
-    size_t o = utf8_repair(b, n - tail, out);
-    memcpy(s->pend, b + n - tail, tail);
-    s->npend = (uint8_t)tail;
-    return o;
+/* How one push splits its input: the held bytes joined with the token's first bytes make one
+ * character or one ill-formed part (`head`, hn bytes, taking `used` bytes of the token) -- or,
+ * when the token is short and still leaves the character unfinished, everything is held
+ * (`hold_all`). The rest of the token is written, but for an incomplete tail held back. */
+typedef struct push_plan {
+    uint8_t head[8];
+    size_t hn, used, tail, need;
+    bool hold_all;
+} push_plan;
+
+static void plan_push(const tok_stream *s, const uint8_t *b, size_t len, push_plan *p) {
+    size_t np = s->npend, take = len < 4 ? len : 4;
+    memset(p, 0, sizeof *p);
+    if (np) {
+        uint32_t cp;
+        bool ok;
+        memcpy(p->head, s->pend, np);
+        memcpy(p->head + np, b, take);
+        size_t all = np + take;
+        if (utf8_incomplete_tail(p->head, all) == all) { /* only when len < 4 */
+            p->hold_all = true;
+            p->hn = all;
+            return;
+        }
+        p->hn = utf8_next(p->head, all, &cp, &ok); /* >= np: the held bytes were a prefix */
+        p->used = p->hn - np;
+        p->need = ok ? p->hn : 3;
+    }
+    p->tail = utf8_incomplete_tail(b + p->used, len - p->used);
+    p->need += utf8_repair_len(b + p->used, len - p->used - p->tail);
 }
 
 int tok_stream_push(tok_stream *s, int32_t id, char *out, size_t cap, size_t *n) {
@@ -147,30 +169,21 @@ int tok_stream_push(tok_stream *s, int32_t id, char *out, size_t cap, size_t *n)
         return 0;
     const uint8_t *b = t->bytes_blob + t->bytes_off[id];
     size_t len = t->bytes_off[id + 1] - t->bytes_off[id];
-    if (cap < UTF8_MAX_EXPANSION * (len + s->npend))
+    push_plan p;
+    plan_push(s, b, len, &p);
+    if (p.need > cap)
         return AFD_E_LIMIT;
-    /* Join the held bytes with the first bytes of this token: the character they start ends
-     * within 4 bytes. The rest of the token goes through emit() directly. */
-    uint8_t head[8];
-    size_t np = s->npend, take = len < 4 ? len : 4;
-    memcpy(head, s->pend, np);
-    memcpy(head + np, b, take);
-    size_t o = 0, used = 0;
-    if (np) {
-        uint32_t cp;
-        bool ok;
-        size_t hn = np + take;
-        if (utf8_incomplete_tail(head, hn) == hn) { /* still incomplete (only if len < 4) */
-            memcpy(s->pend, head, hn);
-            s->npend = (uint8_t)hn;
-            return 0;
-        }
-        size_t k = utf8_next(head, hn, &cp, &ok); /* k >= np: the held bytes were a prefix */
-        o = utf8_repair(head, k, (uint8_t *)out);
-        used = k - np;
-        s->npend = 0;
+    if (p.hold_all) {
+        memcpy(s->pend, p.head, p.hn);
+        s->npend = (uint8_t)p.hn;
+        return 0;
     }
-    o += emit(s, b + used, len - used, (uint8_t *)out + o);
+    size_t o = p.hn ? utf8_repair(p.head, p.hn, (uint8_t *)out) : 0;
+    const uint8_t *rest = b + p.used;
+    size_t rn = len - p.used - p.tail;
+    o += utf8_repair(rest, rn, (uint8_t *)out + o);
+    memcpy(s->pend, rest + rn, p.tail);
+    s->npend = (uint8_t)p.tail;
     *n = o;
     return 0;
 }

@@ -148,11 +148,13 @@ typedef struct tok_stream {
 
 void tok_stream_init(tok_stream *s, const tok_tokenizer *t, unsigned flags);
 
-/* Worst-case bytes one push or flush writes: out buffers of this size never fail. */
+/* Worst-case bytes one push or flush writes (3 * (longest token + 4) + 1; 397 for DeepSeek-V3's
+ * vocabulary): out buffers of this size never fail. */
 size_t tok_stream_max_out(const tok_tokenizer *t);
 
 /* Writes the text completed by `id` into out (capacity cap) and sets *n (may be 0). AFD_E_LIMIT
- * if cap is too small (nothing written, state unchanged); AFD_E_NOTFOUND for a bad id. */
+ * if this push's text is longer than cap (nothing written, state unchanged: retry with a
+ * bigger buffer); AFD_E_NOTFOUND for a bad id. */
 int tok_stream_push(tok_stream *s, int32_t id, char *out, size_t cap, size_t *n);
 
 /* End of stream: a held-back incomplete sequence becomes one U+FFFD. Resets the state. */

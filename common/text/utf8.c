@@ -113,6 +113,22 @@ size_t utf8_repair(const uint8_t *s, size_t n, uint8_t *out) {
     return o;
 }
 
+size_t utf8_repair_len(const uint8_t *s, size_t n) {
+    size_t i = 0, o = 0;
+    while (i < n) {
+        size_t good = utf8_valid_prefix(s + i, n - i);
+        o += good;
+        i += good;
+        if (i >= n)
+            break;
+        uint32_t cp;
+        bool ok;
+        i += utf8_next(s + i, n - i, &cp, &ok);
+        o += 3;
+    }
+    return o;
+}
+
 size_t utf8_incomplete_tail(const uint8_t *s, size_t n) {
     /* The lead byte of a cut sequence is among the last 3 bytes. */
     size_t lim = n < 3 ? n : 3;

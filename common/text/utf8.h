@@ -31,6 +31,9 @@ size_t utf8_valid_prefix(const uint8_t *s, size_t n);
  * hold UTF8_MAX_EXPANSION * n bytes. Returns the number of bytes written. */
 size_t utf8_repair(const uint8_t *s, size_t n, uint8_t *out);
 
+/* The length utf8_repair would write for s[0..n) (n when s is valid). */
+size_t utf8_repair_len(const uint8_t *s, size_t n);
+
 /* The number of trailing bytes of s[0..n) (0..3) that are a proper prefix of a well-formed
  * sequence, i.e. could still become a character when more bytes arrive. */
 size_t utf8_incomplete_tail(const uint8_t *s, size_t n);

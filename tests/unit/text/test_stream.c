@@ -32,14 +32,26 @@ typedef struct run {
     int nchunk;
 } run;
 
-static void push_all(const tok_tokenizer *t, const int32_t *ids, size_t n, unsigned flags, run *r) {
+/* Pushes every id (and flushes). With small_first, each push is first tried with a random
+ * buffer of 0..7 bytes: it either fits or is refused with the state untouched. */
+static void push_all_ex(const tok_tokenizer *t, const int32_t *ids, size_t n, unsigned flags,
+                        run *r, bool small_first) {
     tok_stream s;
     tok_stream_init(&s, t, flags);
     size_t cap = tok_stream_max_out(t), k;
     char *buf = malloc(cap);
     memset(r, 0, sizeof *r);
     for (size_t i = 0; i <= n; i++) {
-        int rc = i < n ? tok_stream_push(&s, ids[i], buf, cap, &k) : tok_stream_flush(&s, buf, cap, &k);
+        int rc = AFD_E_LIMIT;
+        if (small_first) {
+            size_t small = (size_t)(rand() % 8);
+            rc = i < n ? tok_stream_push(&s, ids[i], buf, small, &k)
+                       : tok_stream_flush(&s, buf, small, &k);
+            cr_assert(rc == 0 || rc == AFD_E_LIMIT, "rc %d", rc);
+            cr_assert(rc == 0 || k == 0, "refused but wrote %zu", k);
+        }
+        if (rc == AFD_E_LIMIT)
+            rc = i < n ? tok_stream_push(&s, ids[i], buf, cap, &k) : tok_stream_flush(&s, buf, cap, &k);
         cr_assert_eq(rc, 0, "push %zu: rc %d", i, rc);
         cr_assert_eq(utf8_valid_prefix((const uint8_t *)buf, k), k, "push %zu wrote invalid UTF-8",
                      i);
@@ -50,6 +62,10 @@ static void push_all(const tok_tokenizer *t, const int32_t *ids, size_t n, unsig
     r->out[r->len] = 0;
     cr_assert(!tok_stream_pending(&s), "flush leaves nothing pending");
     free(buf);
+}
+
+static void push_all(const tok_tokenizer *t, const int32_t *ids, size_t n, unsigned flags, run *r) {
+    push_all_ex(t, ids, n, flags, r, false);
 }
 
 Test(stream, holds_partial_characters) {
@@ -121,7 +137,7 @@ Test(stream, small_buffer_and_bad_ids) {
     cr_assert_eq(tok_stream_push(&s, 259, buf, 3, &n), AFD_E_LIMIT, "3 bytes cannot hold it");
     cr_assert(tok_stream_pending(&s), "state kept after a refused push");
     cr_assert_eq(tok_stream_push(&s, 999, buf, sizeof buf, &n), AFD_E_NOTFOUND);
-    cr_assert_eq(tok_stream_push(&s, 259, buf, sizeof buf, &n), 0);
+    cr_assert_eq(tok_stream_push(&s, 259, buf, 4, &n), 0, "exactly 4 bytes are enough");
     cr_assert(n == 4 && !memcmp(buf, "\xe4\xb8\xad" "A", 4), "n %zu", n);
     tok_free(t);
 }
@@ -141,7 +157,7 @@ Test(stream, equals_whole_decode_on_random_ids) {
         }
         for (unsigned flags = 0; flags <= TOK_DEC_SKIP_SPECIAL; flags += TOK_DEC_SKIP_SPECIAL) {
             run r;
-            push_all(t, ids, n, flags, &r);
+            push_all_ex(t, ids, n, flags, &r, iter % 2);
             tok_str whole = {0};
             cr_assert_eq(tok_decode(t, ids, n, flags, &whole, NULL), 0);
             cr_assert(whole.len == r.len && !memcmp(whole.s ? whole.s : "", r.out, r.len),

@@ -160,6 +160,7 @@ Test(utf8, repair_random_bytes) {
             i += step;
         }
         cr_assert_eq(k, r, "iteration %d: %zu vs %zu bytes", iter, k, r);
+        cr_assert_eq(utf8_repair_len(in, n), k, "iteration %d: repair_len", iter);
         cr_assert_eq(memcmp(out, ref, k), 0, "iteration %d differs", iter);
         cr_assert_eq(utf8_valid_prefix(out, k), k, "iteration %d: repaired is invalid", iter);
         if (utf8_valid_prefix(in, n) == n)
