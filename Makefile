@@ -4,6 +4,7 @@
 #   make asan       build and run the unit tests with ASan+UBSan (into build-asan/)
 #   make run        generate the tiny model if needed and run a short generation
 #   make bench      build afd-bench
+#   make install    copy the built binaries, systemd units and examples (PREFIX, DESTDIR)
 # Sources are found by wildcard: a new .c file in a module directory is built without editing
 # this file. Files named *_avx512.c / *_vbmi.c / *_amx.c get the matching ISA flags; everything else is
 # built for the x86-64-v3 baseline.
@@ -162,6 +163,32 @@ build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard common/*/*.h proto/*.h) $(wild
 	    $< $(FUZZ_$*_SRC) $(LDLIBS)
 fuzz-smoke: fuzz
 	@tests/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# make install [PREFIX=/usr/local] [DESTDIR=] [UNITDIR=...]: copies what `make` built (it builds
+# nothing: run `make` first, as yourself), the systemd units with their paths rewritten to
+# PREFIX, the sysusers entry, the example configs and docs/operations.md. Starts and enables
+# nothing (docs/operations.md).
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+DATADIR     ?= $(PREFIX)/share/afd
+DOCDIR      ?= $(PREFIX)/share/doc/afd
+.PHONY: install
+install:
+	@for b in $(BINS); do [ -x "$$b" ] || { echo "install: $$b is not built: run make first" >&2; exit 1; }; done
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+	    $(DESTDIR)$(DATADIR)/examples/cluster $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)/
+	for u in deploy/systemd/*.service deploy/systemd/*.target; do \
+	    sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/afd/|$(DOCDIR)/|g' \
+	        "$$u" > "$(DESTDIR)$(UNITDIR)/$${u##*/}" && chmod 0644 "$(DESTDIR)$(UNITDIR)/$${u##*/}" \
+	        || exit 1; \
+	done
+	install -m 0644 deploy/systemd/afd.sysusers $(DESTDIR)$(SYSUSERSDIR)/afd.conf
+	install -m 0644 deploy/examples/*.json $(DESTDIR)$(DATADIR)/examples/
+	install -m 0644 deploy/examples/cluster/* $(DESTDIR)$(DATADIR)/examples/cluster/
+	install -m 0644 docs/operations.md $(DESTDIR)$(DOCDIR)/
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
