@@ -34,7 +34,8 @@
 
 /* Longest STATUS text sent, in bytes (longer text is cut). */
 #define AFD_NOTIFY_STATUS_MAX 400
-/* Messages queued for the notifier thread at most; beyond, a non-status message is refused. */
+/* Messages queued for the notifier thread at most. When it is full (the manager stopped
+ * reading), a new message drops the oldest unsent status, or is refused if there is none. */
 #define AFD_NOTIFY_QUEUE 16
 
 /* Reads NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID once (later calls do nothing; every
@@ -45,7 +46,8 @@ int afd_notify_init(void);
  * the queue is full (the manager has stopped reading). */
 int afd_notify_ready(const char *status);
 
-/* STATUS=<formatted text>. 1 queued (or merged with an unsent status), 0 no-op. */
+/* STATUS=<formatted text>. 1 queued (or merged with an unsent status), 0 no-op, AFD_E_LIMIT
+ * when the queue is full of other messages. */
 int afd_notify_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* STOPPING=1: the daemon is draining and will exit. 1, 0 or AFD_E_LIMIT as ready. */
