@@ -42,6 +42,8 @@ static int load_model(router *r, afd_err *err) {
         return afd_errf(err, -ENOMEM, "tokenizer state");
     if ((rc = tok_chat_init(&r->chat, r->tok, err)))
         return rc;
+    r->detok_cap = tok_stream_max_out(r->tok);
+    r->detok_buf = xmalloc(r->detok_cap);
     if (!r->chat.template_known)
         log_warn("%s: tokenizer_config.json's chat_template is not Step-3's; prompts are "
                  "rendered in Step-3's format anyway",
@@ -175,6 +177,8 @@ void router_free(router *r) {
     if (r->http)
         serve_free(r);
     rh_server_free(r->http);
+    if (r->base)
+        event_base_loop(r->base, EVLOOP_NONBLOCK); /* lets libevent finish closing buffers */
     pool_free(r);
     if (r->ev_term)
         event_free(r->ev_term);
@@ -184,6 +188,7 @@ void router_free(router *r) {
         event_free(r->ev_tick);
     sla_free(r->sla);
     tok_state_free(r->tst);
+    free(r->detok_buf);
     tok_free(r->tok);
     afd_metrics_free(r->reg);
     if (r->base)

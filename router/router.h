@@ -143,6 +143,8 @@ struct router {
     tok_tokenizer *tok;
     tok_state *tst;
     tok_chat chat;
+    char *detok_buf; /* tok_stream_max_out bytes */
+    size_t detok_cap;
     afd_model_config mcfg;
     uint64_t fingerprint;
     wire_hello hello;

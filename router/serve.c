@@ -36,7 +36,9 @@ typedef struct hnode {
 } hnode;
 static hnode *hchain[HBUCKETS];
 
-static unsigned hslot(uint64_t id) { return (unsigned)((id * 0x9e3779b97f4a7c15ull) >> 52); }
+static unsigned hslot(uint64_t id) {
+    return (unsigned)((id * 0x9e3779b97f4a7c15ull) >> 52);
+}
 
 static void h_put(rseq *s) {
     hnode *n = xmalloc(sizeof *n);
@@ -47,8 +49,7 @@ static void h_put(rseq *s) {
 
 static rseq *h_get(uint64_t id) {
     for (hnode *n = hchain[hslot(id)]; n; n = n->next)
-        if (n->s->seq_id == id)
-            return n->s;
+        if (n->s->seq_id == id) return n->s;
     return NULL;
 }
 
@@ -64,7 +65,9 @@ static void h_del(rseq *s) {
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-static uint64_t now_ns(void) { return afd_now_ns(); }
+static uint64_t now_ns(void) {
+    return afd_now_ns();
+}
 
 static void reply_oa_error(rh_req *h, const oa_error *e, uint32_t retry_after) {
     if (retry_after) {
@@ -72,17 +75,21 @@ static void reply_oa_error(rh_req *h, const oa_error *e, uint32_t retry_after) {
         snprintf(v, sizeof v, "%u", retry_after);
         rh_set_header(h, "Retry-After", v);
     }
-    rh_reply_error(h, e->status, e->type, e->code, e->param[0] ? e->param : NULL, "%s",
-                   e->message);
+    rh_reply_error(h, e->status, e->type, e->code, e->param[0] ? e->param : NULL, "%s", e->message);
 }
 
-static bool seq_handoff(const rseq *s) { return s->d && s->d->reg.role == CTRL_ROLE_DECODE; }
+static bool seq_handoff(const rseq *s) {
+    return s->d && s->d->reg.role == CTRL_ROLE_DECODE;
+}
 
 static ctrl_sampling sampling_of(const rreq *q, const rseq *s) {
     const oa_request *o = &q->o;
-    ctrl_sampling c = {.temperature = (float)o->temperature, .top_p = (float)o->top_p,
-                       .top_k = o->top_k > 0 ? o->top_k : -1, .max_tokens = s->sr.max_tokens,
-                       .ignore_eos = o->ignore_eos, .logprobs = o->logprobs,
+    ctrl_sampling c = {.temperature = (float)o->temperature,
+                       .top_p = (float)o->top_p,
+                       .top_k = o->top_k > 0 ? o->top_k : -1,
+                       .max_tokens = s->sr.max_tokens,
+                       .ignore_eos = o->ignore_eos,
+                       .logprobs = o->logprobs,
                        .top_logprobs = (uint8_t)(o->logprobs ? o->top_logprobs : 0)};
     if (o->has_seed) {
         c.has_seed = true;
@@ -99,8 +106,7 @@ static void req_fail(router *r, rreq *q, int status, const char *code, const cha
                      uint32_t retry_after);
 
 static void send_chunk(rreq *q, char *json, size_t len) {
-    if (!json)
-        return;
+    if (!json) return;
     long queued = rh_sse_send(q->h, json, len);
     free(json);
     if (queued > (long)q->r->cfg.stream_buffer) {
@@ -112,33 +118,35 @@ static void send_chunk(rreq *q, char *json, size_t len) {
 }
 
 static oa_meta meta_of(const rreq *q) {
-    return (oa_meta){.endpoint = q->o.endpoint, .id = q->id, .created = q->created,
-                     .model = q->o.model, .include_usage = q->o.include_usage};
+    return (oa_meta){.endpoint = q->o.endpoint,
+                     .id = q->id,
+                     .created = q->created,
+                     .model = q->o.model,
+                     .include_usage = q->o.include_usage};
 }
 
 /* The stream starts with the first output: 200 and, for chat, every choice's role chunk. */
 static int ensure_stream(rreq *q) {
-    if (!q->streaming || q->finished || !q->h)
-        return -1;
-    if (q->h && rh_req_gone(q->h))
-        return -1;
+    if (!q->streaming || q->dead || !q->h) return -1;
+    if (q->h && rh_req_gone(q->h)) return -1;
     if (q->seqs[0].role_sent || q->o.endpoint != OA_CHAT) {
         if (!q->seqs[0].role_sent) {
-            if (rh_sse_start(q->h))
-                return -1;
+            if (rh_sse_start(q->h)) return -1;
             for (uint32_t i = 0; i < q->n_seqs; i++)
                 q->seqs[i].role_sent = true;
         }
         return 0;
     }
-    if (rh_sse_start(q->h))
-        return -1;
+    if (rh_sse_start(q->h)) return -1;
     oa_meta m = meta_of(q);
     for (uint32_t i = 0; i < q->n_seqs && q->h; i++) {
         q->seqs[i].role_sent = true;
         oa_delta d = {.index = q->seqs[i].index, .role = true};
         size_t len;
-        send_chunk(q, oa_chunk_json(&m, &d, &len), len);
+        {
+            char *js_ = oa_chunk_json(&m, &d, &len);
+            send_chunk(q, js_, len);
+        }
     }
     return q->h ? 0 : -1;
 }
@@ -150,16 +158,17 @@ static uint32_t lp_view(const router *r, const rseq *s, uint32_t a, uint32_t b, 
     for (uint32_t i = a; i < b; i++, n++) {
         const uint8_t *bytes;
         size_t len;
-        if (tok_token_bytes(r->tok, s->ids[i], &bytes, &len))
-            bytes = NULL, len = 0;
-        lp[n] = (oa_lp_token){.bytes = bytes, .len = (uint32_t)len, .logprob = s->lps[i],
-                              .top = cands + (size_t)n * k, .n_top = k};
+        if (tok_token_bytes(r->tok, s->ids[i], &bytes, &len)) bytes = NULL, len = 0;
+        lp[n] = (oa_lp_token){.bytes = bytes,
+                              .len = (uint32_t)len,
+                              .logprob = s->lps[i],
+                              .top = cands + (size_t)n * k,
+                              .n_top = k};
         for (uint32_t j = 0; j < k; j++) {
             const ctrl_cand *c = &s->tops[(size_t)i * k + j];
             const uint8_t *cb;
             size_t cl;
-            if (tok_token_bytes(r->tok, (int32_t)c->id, &cb, &cl))
-                cb = NULL, cl = 0;
+            if (tok_token_bytes(r->tok, (int32_t)c->id, &cb, &cl)) cb = NULL, cl = 0;
             cands[(size_t)n * k + j] = (oa_lp_cand){cb, (uint32_t)cl, c->logprob};
         }
     }
@@ -179,26 +188,30 @@ static void emit(router *r, rseq *s, const char *text, size_t n, oa_finish fin) 
             lp_to = s->n_ids; /* the end: every token's text is out */
     }
     if (!q->streaming) {
-        if (n)
-            tok_str_append(&s->text, text, n);
+        if (n) tok_str_append(&s->text, text, n);
         s->n_lp_sent = lp_to;
         return;
     }
-    if (!n && lp_to == s->n_lp_sent && fin == OA_FINISH_NONE)
-        return;
-    if (ensure_stream(q))
-        return;
+    if (!n && lp_to == s->n_lp_sent && fin == OA_FINISH_NONE) return;
+    if (ensure_stream(q)) return;
     uint32_t nl = lp_to - s->n_lp_sent, k = q->o.top_logprobs;
     oa_lp_token *lp = nl ? xmalloc(sizeof *lp * nl) : NULL;
     oa_lp_cand *cands = nl && k ? xmalloc(sizeof *cands * nl * k) : NULL;
-    if (nl)
-        lp_view(r, s, s->n_lp_sent, lp_to, lp, cands);
+    if (nl) lp_view(r, s, s->n_lp_sent, lp_to, lp, cands);
     oa_meta m = meta_of(q);
-    oa_delta d = {.index = s->index, .text = text, .text_len = n, .finish = fin,
-                  .logprobs = q->o.logprobs, .lp = lp, .n_lp = nl,
+    oa_delta d = {.index = s->index,
+                  .text = text,
+                  .text_len = n,
+                  .finish = fin,
+                  .logprobs = q->o.logprobs,
+                  .lp = lp,
+                  .n_lp = nl,
                   .text_offset0 = s->text_offset};
     size_t len;
-    send_chunk(q, oa_chunk_json(&m, &d, &len), len);
+    {
+        char *js_ = oa_chunk_json(&m, &d, &len);
+        send_chunk(q, js_, len);
+    }
     s->text_offset += oa_text_chars(text, n);
     s->n_lp_sent = lp_to;
     free(lp);
@@ -206,17 +219,15 @@ static void emit(router *r, rseq *s, const char *text, size_t n, oa_finish fin) 
 }
 
 static void cancel_remote(router *r, rseq *s) {
-    if (s->cancel_sent)
-        return;
+    if (s->cancel_sent) return;
     s->cancel_sent = true;
     ctrl_msg m = {.type = WIRE_T_CTRL_CANCEL};
     m.u.cancel.seq_id = s->seq_id;
-    if (s->state == SQ_PREFILL && s->p)
-        pool_send(r, s->p, &m, 0);
+    if (s->state == SQ_PREFILL && s->p) pool_send(r, s->p, &m, 0);
     if ((s->state == SQ_RESERVE || s->state == SQ_PREFILL) && s->d && s->epoch) {
         ctrl_msg rel = {.type = WIRE_T_CTRL_RELEASE};
-        rel.u.release = (ctrl_release){.seq_id = s->seq_id, .epoch = s->epoch,
-                                       .reason = CTRL_R_CANCELLED};
+        rel.u.release =
+            (ctrl_release){.seq_id = s->seq_id, .epoch = s->epoch, .reason = CTRL_R_CANCELLED};
         pool_send(r, s->d, &rel, 0);
     } else if (s->d && s->state != SQ_WAIT && s->state != SQ_NEW) {
         pool_send(r, s->d, &m, 0);
@@ -226,33 +237,26 @@ static void cancel_remote(router *r, rseq *s) {
 
 /* The sequence leaves the SLA and the instances' books. */
 static void seq_close(router *r, rseq *s, int end) {
-    if (s->state == SQ_DONE)
-        return;
+    if (s->state == SQ_DONE) return;
     bool was_live = s->state != SQ_NEW;
     s->state = SQ_DONE;
-    if (was_live)
-        sla_req_finish(r->sla, &s->sr, now_ns(), end);
-    if (s->d)
-        s->d->n_seqs--;
-    if (s->p)
-        s->p->n_seqs--;
+    if (was_live) sla_req_finish(r->sla, &s->sr, now_ns(), end);
+    if (s->d) s->d->n_seqs--;
+    if (s->p) s->p->n_seqs--;
     s->q->n_done++;
 }
 
 static void seq_finish(router *r, rseq *s, oa_finish fin) {
-    if (s->state == SQ_DONE)
-        return;
+    if (s->state == SQ_DONE) return;
     char buf[8];
     size_t n = 0;
     const char *out;
     size_t on = 0;
     if (tok_stream_flush(&s->ts, buf, sizeof buf, &n) == 0 && n) {
-        if (oa_stop_feed(s->stop, buf, n, &out, &on) == 1)
-            fin = OA_FINISH_STOP;
+        if (oa_stop_feed(s->stop, buf, n, &out, &on) == 1) fin = OA_FINISH_STOP;
         emit(r, s, out, on, OA_FINISH_NONE);
     }
-    if (oa_stop_finish(s->stop, &out, &on) == 1)
-        fin = OA_FINISH_STOP;
+    if (oa_stop_finish(s->stop, &out, &on) == 1) fin = OA_FINISH_STOP;
     s->finish = fin;
     s->completion_tokens = s->completion_tokens ? s->completion_tokens : s->n_ids;
     emit(r, s, out, on, fin);
@@ -263,8 +267,7 @@ static void seq_finish(router *r, rseq *s, oa_finish fin) {
 static void seq_fail(router *r, rseq *s, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 static void seq_fail(router *r, rseq *s, int status, const char *code, const char *fmt, ...) {
-    if (s->state == SQ_DONE)
-        return;
+    if (s->state == SQ_DONE) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(s->err_msg, sizeof s->err_msg, fmt, ap);
@@ -278,8 +281,7 @@ static void seq_fail(router *r, rseq *s, int status, const char *code, const cha
 /* One generated token. */
 static void on_token(router *r, rseq *s, int32_t id, float lp, const ctrl_cand *top,
                      uint32_t n_top) {
-    if (s->state == SQ_DONE)
-        return;
+    if (s->state == SQ_DONE) return;
     rreq *q = s->q;
     if (s->n_ids == s->cap_ids) {
         uint32_t cap = s->cap_ids ? s->cap_ids * 2 : 64;
@@ -298,9 +300,9 @@ static void on_token(router *r, rseq *s, int32_t id, float lp, const ctrl_cand *
         for (uint32_t j = 0; j < k; j++)
             s->tops[(size_t)i * k + j] = j < n_top ? top[j] : (ctrl_cand){0, -INFINITY};
     }
-    char buf[64];
+    char *buf = r->detok_buf;
     size_t n = 0;
-    if (tok_stream_push(&s->ts, id, buf, sizeof buf, &n)) {
+    if (tok_stream_push(&s->ts, id, buf, r->detok_cap, &n)) {
         /* a token the tokenizer does not know: the attnd and the router disagree */
         seq_fail(r, s, 500, NULL, "token id %d is not in the tokenizer", id);
         return;
@@ -331,15 +333,13 @@ static void req_unlink(router *r, rreq *q) {
         q->prev->next = q->next;
     else
         r->reqs = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
+    if (q->next) q->next->prev = q->prev;
 }
 
 /* Ends the request: what still runs is cancelled, the sequences leave the id table. The memory
  * goes at the end of the current event (serve_reap): callers up the stack may still look. */
 static void req_free(router *r, rreq *q) {
-    if (q->dead)
-        return;
+    if (q->dead) return;
     q->dead = true;
     q->finished = true;
     for (uint32_t i = 0; i < q->n_seqs; i++) {
@@ -371,8 +371,7 @@ static void req_destroy(router *r, rreq *q) {
 void serve_reap(router *r) {
     for (rreq *q = r->reqs, *n; q; q = n) {
         n = q->next;
-        if (q->dead)
-            req_destroy(r, q);
+        if (q->dead) req_destroy(r, q);
     }
 }
 
@@ -390,9 +389,13 @@ static void reply_full(router *r, rreq *q) {
             cands[i] = k ? xmalloc(sizeof **cands * nl * k) : NULL;
             lp_view(r, s, 0, nl, lps[i], cands[i]);
         }
-        ch[i] = (oa_choice){.index = s->index, .text = s->text.s ? s->text.s : "",
-                            .text_len = s->text.len, .finish = s->finish,
-                            .logprobs = q->o.logprobs, .lp = lps[i], .n_lp = nl};
+        ch[i] = (oa_choice){.index = s->index,
+                            .text = s->text.s ? s->text.s : "",
+                            .text_len = s->text.len,
+                            .finish = s->finish,
+                            .logprobs = q->o.logprobs,
+                            .lp = lps[i],
+                            .n_lp = nl};
         u.completion_tokens += s->completion_tokens;
     }
     for (uint32_t p = 0; p < q->n_prompts; p++)
@@ -411,8 +414,7 @@ static void reply_full(router *r, rreq *q) {
 }
 
 static void req_maybe_done(router *r, rreq *q) {
-    if (q->finished || q->n_done < q->n_seqs)
-        return;
+    if (q->finished || q->n_done < q->n_seqs) return;
     q->finished = true;
     afd_log_set_req(q->req_id);
     if (q->h && !q->gone) {
@@ -426,7 +428,10 @@ static void req_maybe_done(router *r, rreq *q) {
                         u.prompt_tokens += (int64_t)q->prompts[p].n;
                     oa_meta m = meta_of(q);
                     size_t len;
-                    send_chunk(q, oa_chunk_usage_json(&m, &u, &len), len);
+                    {
+                        char *js_ = oa_chunk_usage_json(&m, &u, &len);
+                        send_chunk(q, js_, len);
+                    }
                 }
                 if (q->h) {
                     rh_sse_send(q->h, "[DONE]", 6);
@@ -450,8 +455,7 @@ static void req_maybe_done(router *r, rreq *q) {
  * (nothing sent yet) or an error event ending the stream. */
 static void req_fail(router *r, rreq *q, int status, const char *code, const char *msg,
                      uint32_t retry_after) {
-    if (q->finished)
-        return;
+    if (q->finished) return;
     q->finished = true;
     afd_log_set_req(q->req_id);
     log_warn("request %s failed (%d): %s", q->id, status, msg);
@@ -465,14 +469,12 @@ static void req_fail(router *r, rreq *q, int status, const char *code, const cha
     if (q->h && !q->gone) {
         oa_error e = {0};
         const char *type = status >= 500 ? "server_error" : "invalid_request_error";
-        if (status == 429)
-            type = "rate_limit_error";
+        if (status == 429) type = "rate_limit_error";
         oa_errorf(&e, status, type, code, NULL, "%s", msg);
         if (q->streaming && q->seqs[0].role_sent) {
             size_t len;
             char *json = oa_error_json(&e, &len);
-            if (json)
-                rh_sse_send(q->h, json, len);
+            if (json) rh_sse_send(q->h, json, len);
             free(json);
             rh_sse_end(q->h);
         } else {
@@ -496,14 +498,16 @@ static void dispatch(router *r, rseq *s, rinst *d) {
     const tok_ids *pr = &q->prompts[s->prompt];
     if (d->reg.role == CTRL_ROLE_BOTH) {
         m.type = WIRE_T_CTRL_SUBMIT;
-        m.u.submit = (ctrl_submit){.seq_id = s->seq_id, .n_prompt = (uint32_t)pr->n,
-                                   .prompt = (const uint32_t *)pr->v, .s = sampling_of(q, s)};
+        m.u.submit = (ctrl_submit){.seq_id = s->seq_id,
+                                   .n_prompt = (uint32_t)pr->n,
+                                   .prompt = (const uint32_t *)pr->v,
+                                   .s = sampling_of(q, s)};
         snprintf(m.u.submit.req_id, sizeof m.u.submit.req_id, "%s", q->req_id);
         s->state = SQ_RUN;
     } else {
         m.type = WIRE_T_CTRL_RESERVE;
-        m.u.reserve = (ctrl_reserve){.seq_id = s->seq_id, .prompt_len = (uint32_t)pr->n,
-                                     .s = sampling_of(q, s)};
+        m.u.reserve = (ctrl_reserve){
+            .seq_id = s->seq_id, .prompt_len = (uint32_t)pr->n, .s = sampling_of(q, s)};
         snprintf(m.u.reserve.req_id, sizeof m.u.reserve.req_id, "%s", q->req_id);
         s->state = SQ_RESERVE;
     }
@@ -532,12 +536,13 @@ void serve_admit_events(router *r, const sla_event *ev, int n) {
             else if (ev[i].http_status == 503)
                 snprintf(msg, sizeof msg, "no instance is ready to serve this model");
             else
-                snprintf(msg, sizeof msg, "the cluster is at its SLA capacity (TPOT target %lld "
-                                          "ms); retry later",
+                snprintf(msg, sizeof msg,
+                         "the cluster is at its SLA capacity (TPOT target %lld "
+                         "ms); retry later",
                          (long long)r->cfg.sla.target_ms);
-            req_fail(r, s->q, ev[i].http_status, ev[i].http_status == 429 ? "rate_limit_exceeded"
-                                                                          : NULL,
-                     msg, ev[i].retry_after_s);
+            req_fail(r, s->q, ev[i].http_status,
+                     ev[i].http_status == 429 ? "rate_limit_exceeded" : NULL, msg,
+                     ev[i].retry_after_s);
         }
     }
 }
@@ -549,8 +554,7 @@ static void refused(router *r, rseq *s, uint32_t reason, const char *msg) {
                  "the instance refused the sequence: %s", msg);
         return;
     }
-    if (s->d)
-        s->d->n_seqs--;
+    if (s->d) s->d->n_seqs--;
     s->d = NULL;
     sla_req_finish(r->sla, &s->sr, now_ns(), SLA_END_REFUSED);
     s->state = SQ_WAIT;
@@ -562,8 +566,7 @@ static void refused(router *r, rseq *s, uint32_t reason, const char *msg) {
 }
 
 static void on_reserve_ok(router *r, rseq *s, const ctrl_reserve_ok *m) {
-    if (s->state != SQ_RESERVE)
-        return;
+    if (s->state != SQ_RESERVE) return;
     s->epoch = m->r.epoch;
     rinst *p = pool_pick_prefill(r);
     if (!p) {
@@ -575,8 +578,10 @@ static void on_reserve_ok(router *r, rseq *s, const ctrl_reserve_ok *m) {
     ctrl_msg pm;
     memset(&pm, 0, sizeof pm);
     pm.type = WIRE_T_CTRL_PREFILL;
-    pm.u.prefill.sub = (ctrl_submit){.seq_id = s->seq_id, .n_prompt = (uint32_t)pr->n,
-                                     .prompt = (const uint32_t *)pr->v, .s = sampling_of(q, s)};
+    pm.u.prefill.sub = (ctrl_submit){.seq_id = s->seq_id,
+                                     .n_prompt = (uint32_t)pr->n,
+                                     .prompt = (const uint32_t *)pr->v,
+                                     .s = sampling_of(q, s)};
     snprintf(pm.u.prefill.sub.req_id, sizeof pm.u.prefill.sub.req_id, "%s", q->req_id);
     pm.u.prefill.r = m->r;
     snprintf(pm.u.prefill.host, sizeof pm.u.prefill.host, "%s", s->d->reg.host);
@@ -593,14 +598,16 @@ static void deliver_tokens(router *r, rseq *s, const ctrl_tokens *t) {
     for (uint32_t i = 0; i < t->n_tok && s->state != SQ_DONE; i++)
         on_token(r, s, (int32_t)t->ids[i], t->logprobs ? t->logprobs[i] : 0,
                  k ? t->top + (size_t)i * k : NULL, k);
-    if (t->n_tok && s->state != SQ_DONE)
-        sla_req_tokens(r->sla, &s->sr, t->n_tok, now_ns());
-    if (!t->finish || s->state == SQ_DONE)
-        return;
+    if (t->n_tok && s->state != SQ_DONE) sla_req_tokens(r->sla, &s->sr, t->n_tok, now_ns());
+    if (!t->finish || s->state == SQ_DONE) return;
     s->completion_tokens = t->completion_tokens;
     switch (t->finish) {
-    case CTRL_FINISH_STOP: seq_finish(r, s, OA_FINISH_STOP); break;
-    case CTRL_FINISH_LENGTH: seq_finish(r, s, OA_FINISH_LENGTH); break;
+    case CTRL_FINISH_STOP:
+        seq_finish(r, s, OA_FINISH_STOP);
+        break;
+    case CTRL_FINISH_LENGTH:
+        seq_finish(r, s, OA_FINISH_LENGTH);
+        break;
     case CTRL_FINISH_CANCELLED:
         seq_fail(r, s, 503, NULL, "the sequence was cancelled by the instance (draining)");
         break;
@@ -649,20 +656,31 @@ static void hold_early(rseq *s, const ctrl_tokens *t) {
 void serve_on_msg(router *r, rinst *in, const ctrl_msg *m) {
     uint64_t id;
     switch (m->type) {
-    case WIRE_T_CTRL_SUBMIT_ACK: id = m->u.submit_ack.seq_id; break;
-    case WIRE_T_CTRL_TOKENS: id = m->u.tokens.seq_id; break;
-    case WIRE_T_CTRL_RESERVE_OK: id = m->u.reserve_ok.seq_id; break;
-    case WIRE_T_CTRL_RESERVE_FAIL: id = m->u.reserve_fail.seq_id; break;
-    case WIRE_T_CTRL_PREFILL_DONE: id = m->u.prefill_done.seq_id; break;
-    default: return;
+    case WIRE_T_CTRL_SUBMIT_ACK:
+        id = m->u.submit_ack.seq_id;
+        break;
+    case WIRE_T_CTRL_TOKENS:
+        id = m->u.tokens.seq_id;
+        break;
+    case WIRE_T_CTRL_RESERVE_OK:
+        id = m->u.reserve_ok.seq_id;
+        break;
+    case WIRE_T_CTRL_RESERVE_FAIL:
+        id = m->u.reserve_fail.seq_id;
+        break;
+    case WIRE_T_CTRL_PREFILL_DONE:
+        id = m->u.prefill_done.seq_id;
+        break;
+    default:
+        return;
     }
     rseq *s = h_get(id);
     if (!s || s->state == SQ_DONE) {
         /* a reservation made for a sequence that is gone: give it back at once */
         if (m->type == WIRE_T_CTRL_RESERVE_OK) {
             ctrl_msg rel = {.type = WIRE_T_CTRL_RELEASE};
-            rel.u.release = (ctrl_release){.seq_id = id, .epoch = m->u.reserve_ok.r.epoch,
-                                           .reason = CTRL_R_CANCELLED};
+            rel.u.release = (ctrl_release){
+                .seq_id = id, .epoch = m->u.reserve_ok.r.epoch, .reason = CTRL_R_CANCELLED};
             pool_send(r, in, &rel, 0);
         }
         return;
@@ -693,12 +711,10 @@ void serve_on_msg(router *r, rinst *in, const ctrl_msg *m) {
         afd_metric_inc(r->m_handoffs);
         s->first_in = true;
         s->state = SQ_RUN;
-        if (s->p)
-            s->p->n_seqs--;
+        if (s->p) s->p->n_seqs--;
         s->p = NULL;
         on_token(r, s, (int32_t)p->token, p->logprob, p->top, p->n_top);
-        if (s->state != SQ_DONE)
-            sla_req_tokens(r->sla, &s->sr, 1, now_ns());
+        if (s->state != SQ_DONE) sla_req_tokens(r->sla, &s->sr, 1, now_ns());
         if (s->early && s->state != SQ_DONE) {
             ctrl_tokens *e = s->early;
             s->early = NULL;
@@ -723,8 +739,7 @@ void serve_on_inst_down(router *r, rinst *in) {
         nq = q->next;
         for (uint32_t i = 0; i < q->n_seqs; i++) {
             rseq *s = &q->seqs[i];
-            if (s->state == SQ_DONE || (s->d != in && s->p != in))
-                continue;
+            if (s->state == SQ_DONE || (s->d != in && s->p != in)) continue;
             if (s->p == in && s->state == SQ_PREFILL) {
                 s->p->n_seqs--;
                 s->p = NULL;
@@ -745,8 +760,7 @@ void serve_tick(router *r) {
     uint64_t now = now_ns();
     for (rreq *q = r->reqs, *nq; q; q = nq) {
         nq = q->next;
-        if (q->dead)
-            continue;
+        if (q->dead) continue;
         if (q->gone) {
             req_free(r, q);
             continue;
@@ -797,16 +811,15 @@ static int tokenize_prompts(router *r, rreq *q, oa_error *e) {
         if (o->endpoint == OA_CHAT) {
             tok_chat_msg *msgs = xcalloc(o->n_messages, sizeof *msgs);
             for (uint32_t i = 0; i < o->n_messages; i++)
-                msgs[i] = (tok_chat_msg){oa_role_name(o->messages[i].role),
-                                         o->messages[i].content, o->messages[i].content_len};
+                msgs[i] = (tok_chat_msg){oa_role_name(o->messages[i].role), o->messages[i].content,
+                                         o->messages[i].content_len};
             tok_chat_opts co = {.add_generation_prompt = true,
                                 .escape_content = r->cfg.escape_special};
             rc = tok_chat_render(&r->chat, r->tst, msgs, o->n_messages, &co, NULL, ids, &err);
             free(msgs);
         } else if (o->prompts[p].text) {
             int32_t bos = tok_bos_id(r->tok);
-            if (bos >= 0)
-                rc = tok_ids_push(ids, bos);
+            if (bos >= 0) rc = tok_ids_push(ids, bos);
             if (!rc)
                 rc = tok_encode(r->tok, r->tst, o->prompts[p].text, o->prompts[p].text_len,
                                 TOK_ENC_SPECIAL, ids, &err);
@@ -815,8 +828,8 @@ static int tokenize_prompts(router *r, rreq *q, oa_error *e) {
                 rc = tok_ids_push(ids, o->prompts[p].ids[i]);
         }
         if (rc == AFD_E_LIMIT || (int64_t)ids->n >= maxc)
-            return oa_error_context_length(e, o->endpoint == OA_CHAT ? "messages" : "prompt",
-                                           maxc, (int64_t)ids->n + (rc == AFD_E_LIMIT), 0);
+            return oa_error_context_length(e, o->endpoint == OA_CHAT ? "messages" : "prompt", maxc,
+                                           (int64_t)ids->n + (rc == AFD_E_LIMIT), 0);
         if (rc)
             return oa_errorf(e, 400, "invalid_request_error", NULL, NULL, "cannot tokenize: %s",
                              err.msg[0] ? err.msg : afd_strerror(rc));
@@ -829,8 +842,7 @@ static int tokenize_prompts(router *r, rreq *q, oa_error *e) {
 
 static void h_generate(rh_req *h, void *ud) {
     router *r = ud;
-    oa_endpoint ep = strcmp(rh_req_path(h), "/v1/chat/completions") == 0 ? OA_CHAT
-                                                                          : OA_COMPLETIONS;
+    oa_endpoint ep = strcmp(rh_req_path(h), "/v1/chat/completions") == 0 ? OA_CHAT : OA_COMPLETIONS;
     oa_error e = {0};
     if (r->draining) {
         oa_error_overloaded(&e, "the router is draining");
@@ -865,8 +877,7 @@ static void h_generate(rh_req *h, void *ud) {
         rnd[0] = now_ns(), rnd[1] = (uint64_t)q, rnd[2] = r->next_seq;
     oa_make_id(ep, rnd, q->id);
     q->next = r->reqs;
-    if (r->reqs)
-        r->reqs->prev = q;
+    if (r->reqs) r->reqs->prev = q;
     r->reqs = q;
     if (tokenize_prompts(r, q, &e)) {
         q->h = NULL;
@@ -897,8 +908,8 @@ static void h_generate(rh_req *h, void *ud) {
             serve_reap(r);
             return;
         }
-        s->sr = (sla_req){.prompt_len = (uint32_t)plen, .max_tokens = (uint32_t)(mt > 0 ? mt : 1),
-                          .ud = s};
+        s->sr = (sla_req){
+            .prompt_len = (uint32_t)plen, .max_tokens = (uint32_t)(mt > 0 ? mt : 1), .ud = s};
         tok_stream_init(&s->ts, r->tok, TOK_DEC_SKIP_SPECIAL);
         if (oa_stop_new((const char *const *)q->o.stop, q->o.stop_len, q->o.n_stop, &s->stop)) {
             q->n_seqs = i + 1;
@@ -931,7 +942,10 @@ static void h_generate(rh_req *h, void *ud) {
                         oa_meta m = meta_of(q);
                         oa_delta d = {.index = s->index, .text = t.s, .text_len = t.len};
                         size_t len;
-                        send_chunk(q, oa_chunk_json(&m, &d, &len), len);
+                        {
+                            char *js_ = oa_chunk_json(&m, &d, &len);
+                            send_chunk(q, js_, len);
+                        }
                     }
                 } else {
                     tok_str_append(&s->text, t.s, t.len);
@@ -960,8 +974,7 @@ static void h_generate(rh_req *h, void *ud) {
         }
         if (ev.kind != SLA_EV_QUEUED)
             serve_admit_events(r, &ev, 1); /* may fail and free q: stop looking at it */
-        if (ev.kind == SLA_EV_REJECT)
-            break;
+        if (ev.kind == SLA_EV_REJECT) break;
     }
     req_maybe_done(r, q);
     afd_log_set_req(NULL);
@@ -1034,8 +1047,7 @@ static void h_tokenize(rh_req *h, void *ud) {
     int rc = 0;
     if (t.prompt) {
         int32_t bos = tok_bos_id(r->tok);
-        if (t.add_special_tokens && bos >= 0)
-            rc = tok_ids_push(&ids, bos);
+        if (t.add_special_tokens && bos >= 0) rc = tok_ids_push(&ids, bos);
         if (!rc)
             rc = tok_encode(r->tok, r->tst, t.prompt, t.prompt_len, TOK_ENC_SPECIAL, &ids, &err);
     } else {
@@ -1104,20 +1116,19 @@ int serve_init(router *r, afd_err *err) {
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         int rc = rh_route(r->http, routes[i].m, routes[i].path, routes[i].flags, routes[i].cb, r);
-        if (rc)
-            return afd_errf(err, rc, "route %s: %s", routes[i].path, afd_strerror(rc));
+        if (rc) return afd_errf(err, rc, "route %s: %s", routes[i].path, afd_strerror(rc));
     }
     const char *h = "HTTP requests answered, by outcome";
-    static const char *const outcome[] = {"ok", "client_error", "rejected", "server_error",
-                                          "client_gone", "draining"};
+    static const char *const outcome[] = {"ok",           "client_error", "rejected",
+                                          "server_error", "client_gone",  "draining"};
     for (int i = 0; i < 6; i++)
         r->m_req[i] = afd_metrics_counter(r->reg, "afd:router_requests_total", h, "outcome",
                                           outcome[i], NULL);
     r->m_handoffs = afd_metrics_counter(r->reg, "afd:router_handoffs_total",
                                         "prefill -> decode handoffs completed", NULL);
-    r->m_handoff_fail = afd_metrics_counter(r->reg, "afd:router_handoff_failures_total",
-                                            "handoffs that failed (PREFILL_DONE with a reason)",
-                                            NULL);
+    r->m_handoff_fail =
+        afd_metrics_counter(r->reg, "afd:router_handoff_failures_total",
+                            "handoffs that failed (PREFILL_DONE with a reason)", NULL);
     r->m_cancels = afd_metrics_counter(r->reg, "afd:router_cancels_total",
                                        "sequences cancelled on the instances (stop string, "
                                        "client gone, failure)",
@@ -1127,8 +1138,7 @@ int serve_init(router *r, afd_err *err) {
 
 void serve_free(router *r) {
     for (rreq *q = r->reqs; q; q = q->next) {
-        if (q->dead)
-            continue;
+        if (q->dead) continue;
         if (q->h && !q->gone) {
             if (q->streaming && q->seqs && q->seqs[0].role_sent)
                 rh_abort(q->h);
