@@ -136,8 +136,13 @@ asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 all tests
 	@tests/run-unit.sh build-asan
 
+# make run [PRESET=tiny|mini] [MODEL=DIR] [PORT=8000] [ONCE=1]: the local cluster (two ffnd
+# shards, prefill + decode attnds, router), a sample request, then serving until Ctrl-C.
+PORT ?= 8000
+PRESET ?= tiny
 run: deps all
-	@deploy/run-tiny.sh $(BUILD)
+	@deploy/local-cluster.sh --build $(BUILD) --port $(PORT) --preset $(PRESET) \
+	    $(if $(MODEL),--model $(MODEL)) $(if $(ONCE),--once)
 
 bench: $(BUILD)/bin/afd-bench
 

@@ -4,13 +4,15 @@
 #
 #   deploy/local-cluster.sh [--model DIR | --preset tiny|mini] [--port N] [--build DIR]
 #                           [--state DIR] [--layout pd|both] [--background] [--ready-timeout S]
-#                           [--router-arg ARG]... [--attnd-arg ARG]...
+#                           [--router-arg ARG]... [--attnd-arg ARG]... [--once]
 #   deploy/local-cluster.sh --stop [--state DIR]
 #
 # Foreground (default): prints the URL and a curl example, serves until Ctrl-C, then stops
 # everything (SIGTERM: each daemon drains) and exits. --background: starts the cluster, waits
 # for /ready, writes pids to STATE/pids, and prints the router's base URL on its last line;
 # --stop ends it. --layout both: one attnd of role both instead of prefill + decode.
+# In the foreground a sample chat request is sent once the cluster is ready and its answer
+# printed; --once stops the cluster right after it (what `make test` checks of `make run`).
 # Logs: STATE/*.log (JSON lines). Servers bind 127.0.0.1 only.
 set -euo pipefail
 
@@ -24,6 +26,7 @@ state=${AFD_STATE:-/tmp/afd-local-$(id -u)}
 layout=pd
 background=false
 stop=false
+once=false
 ready_timeout=120
 router_args=()
 attnd_args=()
@@ -40,6 +43,7 @@ while (($#)); do
     --layout) layout=$2; shift 2 ;;
     --background) background=true; shift ;;
     --stop) stop=true; shift ;;
+    --once) once=true; shift ;;
     --ready-timeout) ready_timeout=$2; shift 2 ;;
     --router-arg) router_args+=("$2"); shift 2 ;;
     --attnd-arg) attnd_args+=("$2"); shift 2 ;;
@@ -164,6 +168,22 @@ if $background; then
 fi
 
 trap 'echo; echo "local-cluster: stopping"; cleanup; exit 0' INT TERM
+body='{"model":"'"$name"'","messages":[{"role":"user","content":"Hello! Who are you?"}],"max_tokens":16,"temperature":0}'
+echo "local-cluster: POST $url/v1/chat/completions $body"
+if ! answer=$(curl -sS --max-time 120 "$url/v1/chat/completions" -H 'Content-Type: application/json' -d "$body"); then
+    cleanup
+    die "the sample request failed"
+fi
+echo "local-cluster: answer: $answer"
+if ! grep -q '"finish_reason"' <<<"$answer"; then
+    cleanup
+    die "the sample request got no completion"
+fi
+if $once; then
+    cleanup
+    echo "local-cluster: stopped (--once)"
+    exit 0
+fi
 cat <<EOF
 local-cluster: serving $name at $url  (logs: $state)
   curl -s $url/v1/chat/completions -H 'Content-Type: application/json' \\
