@@ -3,10 +3,12 @@
 
 #include "attnd/attnd.h"
 #include "common/base/log.h"
+#include "common/base/notify.h"
 
 int main(int argc, char **argv) {
     attnd_cfg cfg = {0};
     afd_err err = {0};
+    afd_notify_init();
     afd_log_init("attnd", AFD_LOG_INFO, AFD_LOG_JSON);
     int rc = conf_load(&attnd_conf, &cfg, argc, argv, &err);
     if (rc == CONF_HELP)
@@ -23,6 +25,7 @@ int main(int argc, char **argv) {
         conf_free(&attnd_conf, &cfg);
         return 1;
     }
+    afd_notify_ready("serving: weights loaded, FFN group connected");
     rc = attnd_run(d);
     attnd_free(d);
     conf_free(&attnd_conf, &cfg);

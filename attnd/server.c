@@ -17,6 +17,7 @@
 #include "common/base/alloc.h"
 #include "common/base/clock.h"
 #include "common/base/log.h"
+#include "common/base/notify.h"
 #include "common/net/portfile.h"
 
 #ifndef AFD_VERSION
@@ -593,6 +594,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     d->draining = true;
     d->drain_deadline = (int64_t)afd_now_ns() + d->cfg.drain_timeout_ms * 1000000;
     d->stopping = true; /* leave once the running sequences are done */
+    afd_notify_stopping();
     event_base_loopbreak(d->base);
 }
 
@@ -632,6 +634,17 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     ho_tick(d);
     if (at_sched_idle(d->sched))
         send_load(d, 0, 0); /* the router sees freed capacity without a step */
+    afd_notify_watchdog(); /* from the loop: a wedged loop stops petting */
+    uint64_t now = afd_now_ns();
+    if (now - d->last_status_ns > 5000000000ull) {
+        at_sched_stats st;
+        at_sched_get_stats(d->sched, &st);
+        d->last_status_ns = now;
+        afd_notify_status("%s: %d running, %d waiting, KV %d/%d blocks free, %d reservation(s)%s",
+                          at_ffn_ok(d) ? "serving" : "FFN group down", st.running, st.waiting,
+                          d->e.kv.n_free, d->e.kv.n_blocks, d->n_resv_open,
+                          d->draining ? ", draining" : "");
+    }
     event_base_loopbreak(d->base);
 }
 
@@ -765,6 +778,7 @@ int attnd_run(attnd *d) {
         if (!at_sched_idle(d->sched)) {
             step_once(d);
             ho_tick(d);
+            afd_notify_watchdog();
             event_base_loop(d->base, EVLOOP_NONBLOCK);
         } else {
             event_base_loop(d->base, EVLOOP_ONCE);

@@ -2,11 +2,13 @@
 #include <stdio.h>
 
 #include "common/base/log.h"
+#include "common/base/notify.h"
 #include "ffnd/ffnd.h"
 
 int main(int argc, char **argv) {
     ffnd_cfg cfg = {0};
     afd_err err = {0};
+    afd_notify_init();
     afd_log_init("ffnd", AFD_LOG_INFO, AFD_LOG_JSON);
     int rc = conf_load(&ffnd_conf, &cfg, argc, argv, &err);
     if (rc == CONF_HELP)
@@ -23,6 +25,7 @@ int main(int argc, char **argv) {
         conf_free(&ffnd_conf, &cfg);
         return 1;
     }
+    afd_notify_ready("serving (listening)");
     rc = ffnd_run(d);
     ffnd_free(d);
     conf_free(&ffnd_conf, &cfg);

@@ -22,6 +22,7 @@
 #include "common/base/alloc.h"
 #include "common/base/clock.h"
 #include "common/base/log.h"
+#include "common/base/notify.h"
 #include "common/base/metrics.h"
 #include "common/model/weights.h"
 #include "common/net/http_admin.h"
@@ -66,7 +67,8 @@ struct ffnd {
     uint8_t f2a_dt;
     xp_ctx *xp;
     struct event_base *base;
-    struct event *ev_window, *ev_term, *ev_int;
+    struct event *ev_window, *ev_term, *ev_int, *ev_wd;
+    uint64_t last_status_ns;
     afd_admin *admin;
     afd_metrics *reg;
     ffn_batcher fb;
@@ -514,7 +516,22 @@ static int open_transport(ffnd *d, afd_err *err) {
 static void on_signal(evutil_socket_t sig, short what, void *arg) {
     (void)what;
     log_info("signal %d: draining", (int)sig);
+    afd_notify_stopping();
     ffnd_stop(arg);
+}
+
+/* systemd's watchdog, petted from the loop itself (a wedged loop stops petting), and a
+ * STATUS line every few seconds. */
+static void on_wd(evutil_socket_t fd, short what, void *arg) {
+    ffnd *d = arg;
+    (void)fd, (void)what;
+    afd_notify_watchdog();
+    uint64_t now = afd_now_ns();
+    if (now - d->last_status_ns > 5000000000ull) {
+        d->last_status_ns = now;
+        afd_notify_status("serving shard ep %d/%d tp %d/%d: %d peer(s)", d->cfg.ep_rank,
+                          d->cfg.ep_size, d->cfg.tp_rank, d->cfg.tp_size, d->n_peers);
+    }
 }
 
 
@@ -547,6 +564,11 @@ int ffnd_init(ffnd **out, const ffnd_cfg *cfg, afd_err *err) {
         d->ev_int = evsignal_new(d->base, SIGINT, on_signal, d);
         evsignal_add(d->ev_term, NULL);
         evsignal_add(d->ev_int, NULL);
+        uint64_t wd = afd_notify_watchdog_interval_ns();
+        d->ev_wd = event_new(d->base, -1, EV_PERSIST, on_wd, d);
+        struct timeval tv = {(time_t)((wd ? wd : 5000000000ull) / 1000000000ull),
+                             (suseconds_t)((wd ? wd : 5000000000ull) % 1000000000ull / 1000)};
+        event_add(d->ev_wd, &tv);
         rc = afd_port_file_write(d->cfg.port_file, d->data_port, d->admin_port, err);
     }
     if (rc) {
@@ -579,8 +601,10 @@ static bool arenas_busy(const ffnd *d) {
 static int drain(ffnd *d) {
     flush(d);
     int64_t deadline = (int64_t)afd_now_ns() + d->cfg.drain_timeout_ms * 1000000;
-    while (arenas_busy(d) && (int64_t)afd_now_ns() < deadline)
+    while (arenas_busy(d) && (int64_t)afd_now_ns() < deadline) {
         xp_wait(d->xp, 10);
+        afd_notify_watchdog();
+    }
     bool clean = !arenas_busy(d);
     for (fpeer *p = d->peers; p; p = p->next)
         if (p->state != PEER_CLOSING) {
@@ -607,6 +631,8 @@ void ffnd_free(ffnd *d) {
     afd_admin_free(d->admin);
     if (d->ev_window)
         event_free(d->ev_window);
+    if (d->ev_wd)
+        event_free(d->ev_wd);
     if (d->ev_term)
         event_free(d->ev_term);
     if (d->ev_int)

@@ -2,11 +2,13 @@
 #include <stdio.h>
 
 #include "common/base/log.h"
+#include "common/base/notify.h"
 #include "router/router.h"
 
 int main(int argc, char **argv) {
     router_cfg cfg = {0};
     afd_err err = {0};
+    afd_notify_init();
     afd_log_init("afd-router", AFD_LOG_INFO, AFD_LOG_JSON);
     int rc = conf_load(&router_conf, &cfg, argc, argv, &err);
     if (rc == CONF_HELP)

@@ -10,6 +10,7 @@
 #include "common/base/alloc.h"
 #include "common/base/clock.h"
 #include "common/base/log.h"
+#include "common/base/notify.h"
 #include "common/model/config.h"
 #include "common/model/safetensors.h"
 #include "common/model/weights.h"
@@ -80,6 +81,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     r->draining = true;
     r->drain_deadline_ns = afd_now_ns() + (uint64_t)r->cfg.drain_timeout_ms * 1000000u;
     rh_stop_accepting(r->http);
+    afd_notify_stopping();
     event_base_loopbreak(r->base);
 }
 
@@ -88,6 +90,19 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     pool_tick(r);
     serve_tick(r);
+    afd_notify_watchdog(); /* from the loop: a wedged loop stops petting */
+    char why[160];
+    bool ok = pool_ready(r, why, sizeof why);
+    uint64_t now = afd_now_ns();
+    if (ok && !r->notified_ready) {
+        r->notified_ready = true;
+        afd_notify_ready("serving: tokenizer loaded, attnd pool ready");
+    }
+    if (now - r->last_status_ns > 5000000000ull) {
+        r->last_status_ns = now;
+        afd_notify_status("%s: %d open request(s)", ok ? "serving" : why,
+                          rh_open_requests(r->http));
+    }
     if (r->draining)
         event_base_loopbreak(r->base);
 }

@@ -155,8 +155,8 @@ struct router {
     rreq *reqs;
     uint64_t next_seq;
     int64_t started;
-    bool draining;
-    uint64_t drain_deadline_ns;
+    bool draining, notified_ready;
+    uint64_t drain_deadline_ns, last_status_ns;
     afd_metric *m_req[6], *m_tokens, *m_handoffs, *m_handoff_fail, *m_cancels;
 };
 
