@@ -752,16 +752,18 @@ static void step_once(attnd *d) {
         log_error("step failed: %s %s", afd_strerror(n), why);
         return;
     }
+    /* the gauges also after an empty step: it is the one that reaps the last finished or
+     * cancelled sequences, and no step follows it while idle */
+    at_sched_stats st;
+    at_sched_get_stats(d->sched, &st);
+    afd_metric_set(d->m_running, st.running);
+    afd_metric_set(d->m_waiting, st.waiting);
     if (n == 0)
         return;
     d->step_ms[d->n_steps_ring++ % STEP_RING] = ms;
     afd_metric_observe(d->m_step, ms * 1e-3);
     afd_metric_observe(d->m_batch, n);
     afd_metric_addf(d->m_ffn_wait, (double)(d->pipe.st.wait_ns - w0) * 1e-9);
-    at_sched_stats st;
-    at_sched_get_stats(d->sched, &st);
-    afd_metric_set(d->m_running, st.running);
-    afd_metric_set(d->m_waiting, st.waiting);
     send_load(d, ms, n);
 }
 
