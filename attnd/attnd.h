@@ -47,6 +47,8 @@ typedef struct attnd_cfg {
     int handoff;            /* auto (RMA when UCX offers it), rma, am (KV_DATA frames) */
     bool kv_checksum;       /* checksum handed-off K/V (P computes, D verifies) */
     char *advertise_addr;   /* data-plane host told to routers (default: listen_addr) */
+    char **routers;         /* routers to register with (their control port), host:port */
+    int n_routers;
     int threads;
     char *isa;
     int log_level;

@@ -68,6 +68,10 @@ static const conf_opt opts[] = {
      "checksum handed-off K/V (FNV-1a; the decode side verifies before decoding)"},
     {.name = "advertise_addr", CONF_STR, O(advertise_addr), 0, 0, "",
      "data-plane host routers and prefill instances dial (default: listen_addr)"},
+    {.name = "routers", CONF_STRLIST, O(routers), 0, 0, NULL,
+     "routers to register with (their ctrl_port, host:port): the instance joins their pool by "
+     "itself and rejoins after a restart of either side",
+     .count_offset = O(n_routers)},
     {.name = "threads", CONF_INT, O(threads), 0, 1024, "0",
      "compute threads (0: every online CPU)"},
     {.name = "isa", CONF_STR, O(isa), 0, 0, "auto",

@@ -21,7 +21,8 @@
 #define STEP_RING 128
 
 /* What a control-plane peer is. Accepted peers are PENDING until their HELLO says. */
-enum { CP_PENDING, CP_ROUTER, CP_HANDOFF_IN, CP_DLINK };
+/* CP_RDIAL: a router we dialed, before its HELLO_ACK (then CP_ROUTER). */
+enum { CP_PENDING, CP_ROUTER, CP_HANDOFF_IN, CP_DLINK, CP_RDIAL };
 
 typedef struct dlink dlink;
 typedef struct pjob pjob;
@@ -33,6 +34,7 @@ typedef struct cpeer {
     wire_hello hello;
     char name[96];
     dlink *dl; /* CP_DLINK: the link this peer carries */
+    int rdial; /* a router we dial: its index in cfg.routers, else -1 */
     struct cpeer *prev, *next;
 } cpeer;
 
@@ -127,6 +129,8 @@ struct attnd {
     wire_hello mine;
     ctrl_limits clim;
     cpeer *peers;
+    cpeer **rdial;        /* [cfg.n_routers]: the session with each router we dial, or NULL */
+    uint64_t rdial_last_ns;
     aseq *seqs;
     resv *resvs;
     dlink *dlinks;

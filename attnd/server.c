@@ -370,6 +370,66 @@ static int on_hello(attnd *d, cpeer *p, const wire_hdr *h, const uint8_t *pl, si
     return 0;
 }
 
+/* A router we dialed answers our HELLO: then it is a router session like any other. */
+static int on_router_ack(attnd *d, cpeer *p, const wire_hdr *h, const uint8_t *pl, size_t len) {
+    wire_hello a;
+    if (h->type != WIRE_T_HELLO_ACK || wire_hello_decode(pl, len, &a) || a.status) {
+        log_warn("router %s refused us: %s", p->name,
+                 h->type == WIRE_T_HELLO_ACK ? a.reason : "no HELLO_ACK");
+        return -1;
+    }
+    wire_limits wl;
+    ctrl_wire_limits(&d->clim, CTRL_TYPES_TO_ATTND, &wl);
+    xp_peer_set_limits(p->xp, &wl);
+    p->kind = CP_ROUTER;
+    p->hello = a;
+    log_info("registered with router %s", p->name);
+    send_register(d, p);
+    return 0;
+}
+
+static void rdial(attnd *d, int i) {
+    const char *hp = d->cfg.routers[i];
+    const char *colon = strrchr(hp, ':');
+    char host[256];
+    int port = colon ? atoi(colon + 1) : 0;
+    if (!colon || port <= 0 || port > 65535 || (size_t)(colon - hp) >= sizeof host) {
+        log_error("routers: '%s' is not host:port", hp);
+        return;
+    }
+    snprintf(host, sizeof host, "%.*s", (int)(colon - hp), hp);
+    xp_peer *xp;
+    afd_err err = {0};
+    if (xp_connect(d->xp, host, port, &xp, &err)) {
+        log_warn("router %s: %s", hp, err.msg);
+        return;
+    }
+    cpeer *p = at_cpeer_new(d, xp, CP_RDIAL);
+    p->rdial = i;
+    d->rdial[i] = p;
+    wire_limits wl;
+    ctrl_wire_limits(&d->clim, CTRL_TYPES_TO_ATTND, &wl);
+    wl.types |= WIRE_TYPES_HANDSHAKE;
+    xp_peer_set_limits(xp, &wl);
+    uint8_t *buf = xmalloc(WIRE_HELLO_MAX);
+    size_t n;
+    if (wire_hello_encode(buf, WIRE_HELLO_MAX, &d->mine, &n) == 0)
+        at_send_ctrl(d, p, WIRE_T_HELLO, 0, buf, n);
+    else
+        free(buf);
+}
+
+/* Dials every configured router we have no session with (at most once a second). */
+static void rdial_all(attnd *d) {
+    uint64_t now = afd_now_ns();
+    if (d->stopping || now - d->rdial_last_ns < 1000000000ull)
+        return;
+    d->rdial_last_ns = now;
+    for (int i = 0; i < d->cfg.n_routers; i++)
+        if (!d->rdial[i])
+            rdial(d, i);
+}
+
 static int on_frame(void *ud, xp_peer *xp, const wire_hdr *h, const uint8_t *pl, size_t len) {
     attnd *d = ud;
     cpeer *p = xp_peer_ud(xp);
@@ -377,6 +437,7 @@ static int on_frame(void *ud, xp_peer *xp, const wire_hdr *h, const uint8_t *pl,
         return -1;
     switch (p->kind) {
     case CP_PENDING: return on_hello(d, p, h, pl, len);
+    case CP_RDIAL: return on_router_ack(d, p, h, pl, len);
     case CP_DLINK: return ho_on_dlink_frame(d, p, h, pl, len);
     default: return on_ctrl(d, p, h, pl, len);
     }
@@ -384,7 +445,7 @@ static int on_frame(void *ud, xp_peer *xp, const wire_hdr *h, const uint8_t *pl,
 
 cpeer *at_cpeer_new(attnd *d, xp_peer *xp, int kind) {
     cpeer *p = xcalloc(1, sizeof *p);
-    p->d = d, p->xp = xp, p->kind = kind;
+    p->d = d, p->xp = xp, p->kind = kind, p->rdial = -1;
     snprintf(p->name, sizeof p->name, "%s", xp_peer_name(xp));
     xp_peer_set_ud(xp, p);
     p->next = d->peers;
@@ -395,6 +456,8 @@ cpeer *at_cpeer_new(attnd *d, xp_peer *xp, int kind) {
 }
 
 void at_cpeer_free(attnd *d, cpeer *p) {
+    if (p->rdial >= 0 && d->rdial)
+        d->rdial[p->rdial] = NULL; /* redialed by the tick */
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -631,6 +694,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     if (d->ffn)
         fc_progress(d->ffn); /* heartbeats with the FFN group while idle */
     ffn_retry(d);
+    rdial_all(d);
     ho_tick(d);
     if (at_sched_idle(d->sched))
         send_load(d, 0, 0); /* the router sees freed capacity without a step */
@@ -680,6 +744,12 @@ static int open_ctrl(attnd *d, afd_err *err) {
         rc = xp_attach(d->xp, d->base, 0);
     if (!rc)
         rc = ho_init(d, err);
+    if (!rc && c->n_routers) {
+        d->rdial = xcalloc((size_t)c->n_routers, sizeof *d->rdial);
+        for (int i = 0; i < c->n_routers; i++)
+            rdial(d, i);
+        d->rdial_last_ns = afd_now_ns();
+    }
     return rc;
 }
 
@@ -812,6 +882,7 @@ void attnd_free(attnd *d) {
     st_set_free(d->set);
     afd_backend_free(d->be);
     afd_metrics_free(d->reg);
+    free(d->rdial);
     if (d->base)
         event_base_free(d->base);
     for (aseq *a = d->seqs, *n; a; a = n) {

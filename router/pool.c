@@ -128,11 +128,50 @@ static void poll_sla(router *r) {
     } while (n == 32);
 }
 
+/* An attnd that dialed us says HELLO: the same check the attnds apply, then HELLO_ACK; its
+ * REGISTER follows. */
+static int on_hello_in(router *r, rinst *in, const wire_hdr *h, const uint8_t *pl, size_t len) {
+    wire_hello theirs;
+    char why[WIRE_REASON_MAX + 1] = "expected a valid HELLO";
+    int status = WIRE_REFUSE_VERSION;
+    if (h->type == WIRE_T_HELLO && wire_hello_decode(pl, len, &theirs) == 0)
+        status = wire_hello_check(&r->hello, &theirs, why, sizeof why);
+    if (status == WIRE_REFUSE_NONE && theirs.role != WIRE_ROLE_ATTND) {
+        status = WIRE_REFUSE_ROLE;
+        snprintf(why, sizeof why, "the router's control port takes attnds");
+    }
+    wire_hello ack = r->hello;
+    ack.status = (uint8_t)status;
+    snprintf(ack.reason, sizeof ack.reason, "%s", status ? why : "");
+    uint8_t *buf = xmalloc(WIRE_HELLO_MAX);
+    size_t n;
+    wire_hdr ah = {.type = WIRE_T_HELLO_ACK, .sender = r->hello.instance_id,
+                   .layer = WIRE_LAYER_NONE};
+    if (wire_hello_encode(buf, WIRE_HELLO_MAX, &ack, &n) != 0 ||
+        xp_send(in->xp, &ah, buf, n, free_cb, buf))
+        free(buf);
+    if (status) {
+        log_warn("attnd %s refused: %s", in->addr, why);
+        xp_peer_close(in->xp, why);
+        return 0;
+    }
+    wire_limits wl;
+    ctrl_wire_limits(&r->clim, CTRL_TYPES_TO_ROUTER, &wl);
+    xp_peer_set_limits(in->xp, &wl);
+    in->acked = true;
+    snprintf(in->addr, sizeof in->addr, "%s", xp_peer_name(in->xp));
+    log_info("attnd %s (%s#%u) connected to register", in->addr, theirs.name,
+             theirs.instance_id);
+    return 0;
+}
+
 static int on_frame(void *ud, xp_peer *xp, const wire_hdr *h, const uint8_t *pl, size_t len) {
     router *r = ud;
     rinst *in = xp_peer_ud(xp);
     if (!in)
         return -1;
+    if (in->inbound && !in->acked)
+        return on_hello_in(r, in, h, pl, len);
     if (h->type == WIRE_T_HELLO_ACK) {
         wire_hello a;
         if (wire_hello_decode(pl, len, &a) || a.status) {
@@ -196,9 +235,23 @@ static void on_down(void *ud, xp_peer *xp, int reason, const char *why) {
     }
 }
 
+/* Live registration: an attnd dials our control port. */
 static int on_accept(void *ud, xp_peer *xp) {
-    (void)ud, (void)xp;
-    return -1; /* the router dials; nothing listens */
+    router *r = ud;
+    if (r->draining)
+        return -1;
+    rinst *in = xcalloc(1, sizeof *in);
+    in->r = r;
+    in->xp = xp;
+    in->inbound = true;
+    snprintf(in->addr, sizeof in->addr, "%s", xp_peer_name(xp));
+    xp_peer_set_ud(xp, in);
+    wire_limits hs;
+    wire_limits_handshake(&hs);
+    xp_peer_set_limits(xp, &hs);
+    in->next = r->insts;
+    r->insts = in;
+    return 0;
 }
 
 void pool_tick(router *r) {
@@ -268,6 +321,9 @@ int pool_init(router *r, afd_err *err) {
     xo.rx_buf_size = ctrl_max_payload(&r->clim, CTRL_TYPES_TO_ROUTER);
     xp_handlers h = {.on_accept = on_accept, .on_frame = on_frame, .on_down = on_down};
     int rc = xp_init(&r->xp, &xo, &h, r, err);
+    r->ctrl_port = -1;
+    if (!rc && r->cfg.ctrl_port >= 0)
+        rc = xp_listen(r->xp, r->cfg.ctrl_addr, r->cfg.ctrl_port, &r->ctrl_port, err);
     if (!rc)
         rc = xp_attach(r->xp, r->base, 0);
     for (int i = 0; !rc && i < r->cfg.n_attnd; i++)

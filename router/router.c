@@ -158,7 +158,9 @@ int router_init(router **out, const router_cfg *cfg, afd_err *err) {
         evsignal_add(r->ev_term, NULL);
         evsignal_add(r->ev_int, NULL);
         event_add(r->ev_tick, &tv);
-        rc = afd_port_file_write(cfg->port_file, rh_server_port(r->http), 0, err);
+        /* the port file: "data_port" is HTTP, "admin_port" the control port (or 0) */
+        rc = afd_port_file_write(cfg->port_file, rh_server_port(r->http),
+                                 r->ctrl_port > 0 ? r->ctrl_port : 0, err);
     }
     if (rc && !err->msg[0])
         afd_errf(err, rc, "afd-router start-up: %s", afd_strerror(rc));

@@ -43,6 +43,8 @@ typedef struct router_cfg {
     int64_t read_timeout_ms, write_timeout_ms, idle_timeout_ms;
     int max_connections;
     char **attnd; /* instances to dial: host:port (their control port) */
+    char *ctrl_addr; /* control listener attnds register at (their `routers`) */
+    int ctrl_port;   /* -1: none; 0: ephemeral (port file "admin_port") */
     int n_attnd;
     int64_t reconnect_ms;     /* redial a configured instance that is down this often */
     int64_t heartbeat_ms, peer_timeout_ms;
@@ -71,6 +73,7 @@ struct rinst {
     xp_peer *xp;
     char addr[CTRL_HOST_MAX + 16]; /* as dialed (host:port), or the peer's name */
     bool configured;               /* from config: redialed when down */
+    bool inbound;                  /* it dialed us (live registration): HELLO comes from it */
     bool acked, registered, down;
     bool draining;                 /* DRAIN sent by us */
     ctrl_register reg;
@@ -155,6 +158,7 @@ struct router {
     rreq *reqs;
     uint64_t next_seq;
     int64_t started;
+    int ctrl_port; /* bound control port, or -1 */
     bool draining, notified_ready;
     uint64_t drain_deadline_ns, last_status_ns;
     afd_metric *m_req[6], *m_tokens, *m_handoffs, *m_handoff_fail, *m_cancels;
