@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -23,6 +24,7 @@
 typedef struct admin_route {
     char *path;
     afd_admin_handler cb;
+    afd_admin_post_handler post; /* POST route when set */
     void *ud;
 } admin_route;
 
@@ -139,11 +141,36 @@ static void page_route(afd_admin *a, struct evhttp_request *req, const admin_rou
 
 /* ---- dispatch ---- */
 
-static const admin_route *find_route(const afd_admin *a, const char *path) {
+static const admin_route *find_route(const afd_admin *a, const char *path, bool post) {
     for (int k = 0; k < a->n_routes; k++)
-        if (strcmp(a->routes[k].path, path) == 0)
+        if (strcmp(a->routes[k].path, path) == 0 && !a->routes[k].post == !post)
             return &a->routes[k];
     return NULL;
+}
+
+static void page_post(afd_admin *a, struct evhttp_request *req, const admin_route *r) {
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    char *body = xmalloc(len + 1);
+    evbuffer_remove(in, body, len);
+    body[len] = 0;
+    const char *ctype = CT_TEXT;
+    struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        free(body);
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    int code = r->post(r->ud, body, len, b, &ctype);
+    free(body);
+    if (code < 100 || code > 599) {
+        log_warn("admin: POST handler for %s returned status %d", r->path, code);
+        evbuffer_drain(b, evbuffer_get_length(b));
+        evbuffer_add_printf(b, "internal error\n");
+        code = 500, ctype = CT_TEXT;
+    }
+    reply(a, req, code, ctype ? ctype : CT_TEXT, b);
+    evbuffer_free(b);
 }
 
 static void dispatch(struct evhttp_request *req, void *arg) {
@@ -152,12 +179,28 @@ static void dispatch(struct evhttp_request *req, void *arg) {
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (cmd == EVHTTP_REQ_POST) {
+        const admin_route *pr = path ? find_route(a, path, true) : NULL;
+        if (pr) {
+            page_post(a, req, pr);
+        } else {
+            bool get = path && (find_route(a, path, false) || !strcmp(path, "/metrics") ||
+                                !strcmp(path, "/health") || !strcmp(path, "/ready"));
+            if (get) {
+                evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+                reply_text(a, req, 405, "method not allowed\n");
+            } else {
+                reply_text(a, req, 404, "not found\n");
+            }
+        }
+        return;
+    }
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD, POST");
         reply_text(a, req, 405, "method not allowed\n");
         return;
     }
-    const admin_route *r = path ? find_route(a, path) : NULL;
+    const admin_route *r = path ? find_route(a, path, false) : NULL;
     if (path && strcmp(path, "/metrics") == 0)
         page_metrics(a, req);
     else if (path && strcmp(path, "/health") == 0)
@@ -243,11 +286,25 @@ int afd_admin_route(afd_admin *a, const char *path, afd_admin_handler cb, void *
     for (size_t k = 0; k < sizeof builtin_paths / sizeof builtin_paths[0]; k++)
         if (strcmp(path, builtin_paths[k]) == 0)
             return AFD_E_FORMAT;
-    if (find_route(a, path))
+    if (find_route(a, path, false))
         return AFD_E_FORMAT;
     if (a->n_routes == AFD_ADMIN_MAX_ROUTES)
         return AFD_E_LIMIT;
-    a->routes[a->n_routes++] = (admin_route){xstrdup(path), cb, ud};
+    a->routes[a->n_routes++] = (admin_route){xstrdup(path), cb, NULL, ud};
+    return 0;
+}
+
+int afd_admin_route_post(afd_admin *a, const char *path, afd_admin_post_handler cb, void *ud) {
+    if (!path || path[0] != '/' || !cb)
+        return AFD_E_FORMAT;
+    for (size_t k = 0; k < sizeof builtin_paths / sizeof builtin_paths[0]; k++)
+        if (strcmp(path, builtin_paths[k]) == 0)
+            return AFD_E_FORMAT;
+    if (find_route(a, path, true))
+        return AFD_E_FORMAT;
+    if (a->n_routes == AFD_ADMIN_MAX_ROUTES)
+        return AFD_E_LIMIT;
+    a->routes[a->n_routes++] = (admin_route){xstrdup(path), NULL, cb, ud};
     return 0;
 }
 

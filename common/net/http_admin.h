@@ -5,7 +5,8 @@
  *   GET /ready    200 {"ready":true} when the readiness callback says so, else
  *                 503 {"ready":false,"reason":"..."} (no callback: 503 "not configured")
  *   GET <route>   a daemon's own page (afd_admin_route)
- * Anything else is 404; methods other than GET and HEAD are 405 (with Allow). Requests are
+ *   POST <route>  a daemon's own action (afd_admin_route_post), body up to AFD_ADMIN_MAX_BODY
+ * Anything else is 404; other methods are 405 (with Allow). Requests are
  * bounded: headers AFD_ADMIN_MAX_HEADERS bytes, body AFD_ADMIN_MAX_BODY bytes, and a
  * connection idle for AFD_ADMIN_TIMEOUT_S seconds is closed. Requests are counted in
  * afd_admin_requests_total{code=...}.
@@ -27,7 +28,7 @@ struct event_base;
 struct evbuffer;
 
 #define AFD_ADMIN_MAX_HEADERS 8192
-#define AFD_ADMIN_MAX_BODY    1024
+#define AFD_ADMIN_MAX_BODY    8192
 #define AFD_ADMIN_TIMEOUT_S   10
 #define AFD_ADMIN_MAX_ROUTES  16
 
@@ -54,6 +55,13 @@ void afd_admin_set_ready(afd_admin *a, afd_admin_ready_fn fn, void *ud);
 /* Adds GET path (must start with '/', not a built-in or already routed path). 0, or
  * AFD_E_FORMAT / AFD_E_LIMIT (more than AFD_ADMIN_MAX_ROUTES). */
 int afd_admin_route(afd_admin *a, const char *path, afd_admin_handler cb, void *ud);
+
+/* POST handler: the request body (NUL-terminated; len without the NUL). Same reply contract
+ * as afd_admin_handler. */
+typedef int (*afd_admin_post_handler)(void *ud, const char *body, size_t len,
+                                      struct evbuffer *out, const char **content_type);
+/* Adds POST path (not a built-in, not already a POST route). 0, AFD_E_FORMAT, AFD_E_LIMIT. */
+int afd_admin_route_post(afd_admin *a, const char *path, afd_admin_post_handler cb, void *ud);
 
 /* Closes the port and every admin connection. NULL is a no-op. */
 void afd_admin_free(afd_admin *a);

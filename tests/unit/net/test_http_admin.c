@@ -49,6 +49,16 @@ static int ready_cb(void *ud, char *why, size_t n) {
     return 0;
 }
 
+/* POST /admin/echo: 200 with the body's length and the body; 400 for an empty body */
+static int echo_post(void *ud, const char *body, size_t len, struct evbuffer *out,
+                     const char **ctype) {
+    (void)ud, (void)ctype;
+    if (len == 0)
+        return 400;
+    evbuffer_add_printf(out, "%zu:%s", len, body);
+    return 200;
+}
+
 static int debug_page(void *ud, const char *query, struct evbuffer *body, const char **ctype) {
     evbuffer_add_printf(body, "{\"query\":\"%s\"}", query ? query : "");
     *ctype = "application/json";
@@ -71,6 +81,7 @@ static void start(void) {
     afd_admin_set_ready(srv.admin, ready_cb, &srv);
     cr_assert_eq(afd_admin_route(srv.admin, "/debug/x", debug_page, NULL), 0);
     cr_assert_eq(afd_admin_route(srv.admin, "/debug/broken", broken_page, NULL), 0);
+    cr_assert_eq(afd_admin_route_post(srv.admin, "/admin/echo", echo_post, NULL), 0);
     struct timeval tv = {0, 10000};
     srv.tick = event_new(srv.base, -1, EV_PERSIST, on_tick, &srv);
     event_add(srv.tick, &tv);
@@ -167,6 +178,19 @@ Test(http_admin, not_found_and_method) {
     r = ask("POST", "/metrics");
     cr_assert_eq(status_of(r), 405, "%s", r);
     cr_assert(strstr(r, "Allow: GET, HEAD"), "%s", r);
+    free(r);
+    r = ask("POST", "/nope");
+    cr_assert_eq(status_of(r), 404, "%s", r);
+    free(r);
+    r = ask_raw("POST /admin/echo HTTP/1.0\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    cr_assert_eq(status_of(r), 200, "%s", r);
+    cr_assert_str_eq(body_of(r), "5:hello");
+    free(r);
+    r = ask("POST", "/admin/echo");
+    cr_assert_eq(status_of(r), 400, "%s", r);
+    free(r);
+    r = ask("GET", "/admin/echo");
+    cr_assert_eq(status_of(r), 404, "%s", r);
     free(r);
     r = ask("DELETE", "/health");
     cr_assert_eq(status_of(r), 405, "%s", r);
