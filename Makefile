@@ -62,6 +62,7 @@ $(BUILD)/bin/afd-bench: LDLIBS := $(LIBCOMMON) $(LDLIBS)
 # afd-bench decode drives attnd's pipeline in-process
 $(BUILD)/bin/afd-bench: $(BUILD)/lib/libattnd.a
 $(eval $(call BINARY,afd-plan,tools/plan))
+$(eval $(call BINARY,afdctl,tools/ctl))
 $(eval $(call BINARY,afd-tok,tools/tok))
 # A daemon directory: everything but main.c goes into build/lib/lib<dir>.a, which its unit
 # tests (tests/unit/<dir>/) link too, so they can test the daemon's modules directly.

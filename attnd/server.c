@@ -6,7 +6,10 @@
  * as they are sampled (one TOKENS frame per token, then one with the finish and the usage).
  */
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
+#include <jansson.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,6 +263,27 @@ static int on_submit(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_submit *m
     return 0;
 }
 
+/* Draining (SIGTERM, DRAIN from a router, POST /admin/drain): no new sequences, reservations
+ * or prefills; the running ones finish (or are cancelled at the deadline), then the process
+ * exits 0. deadline_ms 0: drain_timeout_ms. */
+static void drain_start(attnd *d, int64_t deadline_ms, const char *by) {
+    if (deadline_ms <= 0)
+        deadline_ms = d->cfg.drain_timeout_ms;
+    if (!d->stopping)
+        log_info("draining (asked by %s; up to %lld ms), then exiting", by,
+                 (long long)deadline_ms);
+    d->draining = d->stopping = true;
+    d->drain_deadline = (int64_t)afd_now_ns() + deadline_ms * 1000000;
+    afd_notify_stopping();
+    event_base_loopbreak(d->base);
+}
+
+static void drain_resume(attnd *d, const char *by) {
+    if (d->draining)
+        log_info("drain ended by %s", by);
+    d->draining = d->stopping = false;
+}
+
 static int on_router_msg(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_msg *m) {
     switch (m->type) {
     case WIRE_T_CTRL_SUBMIT:
@@ -273,11 +297,10 @@ static int on_router_msg(attnd *d, cpeer *p, const wire_hdr *h, const ctrl_msg *
         return 0;
     }
     case WIRE_T_CTRL_DRAIN:
-        d->draining = !m->u.drain.resume;
-        d->drain_deadline = m->u.drain.deadline_ms
-                                ? (int64_t)afd_now_ns() + (int64_t)m->u.drain.deadline_ms * 1000000
-                                : 0;
-        log_info("%s by %s", d->draining ? "draining" : "drain ended", p->name);
+        if (m->u.drain.resume)
+            drain_resume(d, p->name);
+        else
+            drain_start(d, (int64_t)m->u.drain.deadline_ms, p->name);
         return 0;
     case WIRE_T_CTRL_RESERVE:
         return ho_on_reserve(d, p, h, &m->u.reserve);
@@ -650,15 +673,8 @@ static void describe(attnd *d) {
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg) {
-    attnd *d = arg;
     (void)what;
-    if (!d->draining)
-        log_info("signal %d: draining (up to %lld ms)", (int)sig, (long long)d->cfg.drain_timeout_ms);
-    d->draining = true;
-    d->drain_deadline = (int64_t)afd_now_ns() + d->cfg.drain_timeout_ms * 1000000;
-    d->stopping = true; /* leave once the running sequences are done */
-    afd_notify_stopping();
-    event_base_loopbreak(d->base);
+    drain_start(arg, 0, sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
 /* A broken FFN group is reconnected (fc_close + fc_open, bounded wait) at most once a second;
@@ -727,6 +743,104 @@ static int ready(void *ud, char *why, size_t n) {
 }
 
 
+/* ---- admin actions (POST on the admin port; afdctl) ------------------------------------ */
+
+static int reply_json(struct evbuffer *out, const char **ct, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int reply_json(struct evbuffer *out, const char **ct, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    evbuffer_add_vprintf(out, fmt, ap);
+    va_end(ap);
+    *ct = "application/json";
+    return code;
+}
+
+static int error_json(struct evbuffer *out, const char **ct, int code, const char *msg) {
+    char esc[600];
+    afd_json_escape(esc, sizeof esc, msg);
+    return reply_json(out, ct, code, "{\"ok\":false,\"error\":\"%s\"}\n", esc);
+}
+
+/* POST /admin/drain {"deadline_ms": N} (optional): drain, then exit. {"resume": true} undoes
+ * it while sequences still run. */
+static int post_drain(void *ud, const char *body, size_t len, struct evbuffer *out,
+                      const char **ct) {
+    attnd *d = ud;
+    json_error_t je;
+    json_t *j = len ? json_loadb(body, len, 0, &je) : json_object();
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return error_json(out, ct, 400, "body: a JSON object");
+    }
+    json_t *dl = json_object_get(j, "deadline_ms"), *res = json_object_get(j, "resume");
+    if ((dl && (!json_is_integer(dl) || json_integer_value(dl) < 0)) ||
+        (res && !json_is_boolean(res))) {
+        json_decref(j);
+        return error_json(out, ct, 400, "deadline_ms: an integer >= 0; resume: a boolean");
+    }
+    if (res && json_is_true(res))
+        drain_resume(d, "POST /admin/drain");
+    else
+        drain_start(d, dl ? (int64_t)json_integer_value(dl) : 0, "POST /admin/drain");
+    json_decref(j);
+    return reply_json(out, ct, 200, "{\"ok\":true,\"draining\":%s}\n",
+                      d->draining ? "true" : "false");
+}
+
+/* POST /admin/ffn {"ffn": ["host:port", ...], "ep_size": E, "tp_size": T}: moves this attnd to
+ * another FFN group (a new shard map) at a step boundary: the new group is connected and
+ * checked (HELLO with the shard map) first; only then is the old one closed. Sequences keep
+ * running (their K/V is here); a refusal leaves the old group in place. */
+static int post_ffn(void *ud, const char *body, size_t len, struct evbuffer *out,
+                    const char **ct) {
+    attnd *d = ud;
+    json_error_t je;
+    json_t *j = json_loadb(body, len, 0, &je);
+    char why[300];
+    json_t *arr = json_object_get(j, "ffn");
+    json_t *ep = json_object_get(j, "ep_size"), *tp = json_object_get(j, "tp_size");
+    int n = json_is_array(arr) ? (int)json_array_size(arr) : 0;
+    int e = ep ? (int)json_integer_value(ep) : n, t = tp ? (int)json_integer_value(tp) : 1;
+    if (!json_is_object(j) || n < 1 || n > FC_MAX_SHARDS || (ep && !json_is_integer(ep)) ||
+        (tp && !json_is_integer(tp)) || e < 1 || t < 1 || e * t != n) {
+        json_decref(j);
+        snprintf(why, sizeof why, "body: {\"ffn\": [\"host:port\", ...] (1..%d), \"ep_size\": E, "
+                                  "\"tp_size\": T} with E x T = the shards listed",
+                 FC_MAX_SHARDS);
+        return error_json(out, ct, 400, why);
+    }
+    fc_opts o = d->fo;
+    o.n_shards = n;
+    for (int i = 0; i < n; i++) {
+        const char *a = json_string_value(json_array_get(arr, (size_t)i));
+        if (!a || fc_parse_addr(a, &o.shards[i])) {
+            json_decref(j);
+            snprintf(why, sizeof why, "ffn[%d] is not host:port", i);
+            return error_json(out, ct, 400, why);
+        }
+        o.shards[i].ep_rank = i / t, o.shards[i].ep_size = e;
+        o.shards[i].tp_rank = i % t, o.shards[i].tp_size = t;
+    }
+    json_decref(j);
+    o.connect_timeout_ms = 2000; /* the loop waits meanwhile: stay under the peers' timeout */
+    fc_group *g;
+    afd_err err = {0};
+    uint64_t t0 = afd_now_ns();
+    if (fc_open(&g, &o, &err)) {
+        log_warn("FFN group move refused: %s (the old group stays)", err.msg);
+        return error_json(out, ct, 502, err.msg);
+    }
+    fc_close(d->ffn); /* between steps: no micro-batch in flight */
+    d->ffn = g;
+    d->pipe.ffn = g;
+    d->fo = o;
+    log_info("FFN group moved to %d shard(s) (EP %d x TP %d) in %.1f ms", n, e, t,
+             (double)(afd_now_ns() - t0) / 1e6);
+    return reply_json(out, ct, 200, "{\"ok\":true,\"shards\":%d,\"ep_size\":%d,\"tp_size\":%d}\n",
+                      n, e, t);
+}
+
 static int open_ctrl(attnd *d, afd_err *err) {
     const attnd_cfg *c = &d->cfg;
     xp_opts xo;
@@ -786,6 +900,8 @@ int attnd_init(attnd **out, const attnd_cfg *cfg, afd_err *err) {
     }
     if (!rc) {
         afd_admin_set_ready(d->admin, ready, d);
+        afd_admin_route_post(d->admin, "/admin/drain", post_drain, d);
+        afd_admin_route_post(d->admin, "/admin/ffn", post_ffn, d);
         d->ev_term = evsignal_new(d->base, SIGTERM, on_signal, d);
         d->ev_int = evsignal_new(d->base, SIGINT, on_signal, d);
         d->ev_tick = event_new(d->base, -1, EV_PERSIST, on_tick, d);

@@ -340,3 +340,17 @@ void pool_free(router *r) {
         free(in);
     }
 }
+
+void pool_forget(router *r, rinst *in) {
+    in->configured = false;
+    if (in->xp) {
+        xp_peer_close(in->xp, "removed from the pool"); /* on_down frees it */
+        return;
+    }
+    for (rinst **pp = &r->insts; *pp; pp = &(*pp)->next)
+        if (*pp == in) {
+            *pp = in->next;
+            break;
+        }
+    free(in);
+}

@@ -173,6 +173,8 @@ int pool_send(router *r, rinst *in, const ctrl_msg *m, uint64_t req);
 /* A ready prefill-capable instance (role prefill preferred, least loaded), or NULL. */
 rinst *pool_pick_prefill(router *r);
 rinst *pool_by_sla(router *r, const sla_inst *si);
+/* Out of the pool for good: no redial; a live session is closed (its sequences fail). */
+void pool_forget(router *r, rinst *in);
 bool pool_ready(router *r, char *why, size_t n);
 
 /* serve.c */

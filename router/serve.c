@@ -15,6 +15,7 @@
  * that ends the stream with an error event (never a clean [DONE] after wrong text).
  */
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1097,6 +1098,140 @@ static void h_detokenize(rh_req *h, void *ud) {
     oa_detokenize_req_free(&t);
 }
 
+/* ---- pool administration (afdctl) ---------------------------------------------------- */
+
+static const char *role_name(int role) {
+    return role == CTRL_ROLE_BOTH ? "both" : role == CTRL_ROLE_DECODE ? "decode"
+                                 : role == CTRL_ROLE_PREFILL ? "prefill" : "unknown";
+}
+
+static void h_admin_list(rh_req *h, void *ud) {
+    router *r = ud;
+    json_t *arr = json_array();
+    for (rinst *in = r->insts; in; in = in->next) {
+        const char *state = in->down ? "down" : !in->registered ? "connecting"
+                            : (in->draining || in->load.draining) ? "draining"
+                            : in->n_load ? "ready" : "registered";
+        json_t *o = json_pack("{s:s, s:s, s:b, s:b}", "addr", in->addr, "state", state,
+                              "configured", in->configured, "inbound", in->inbound);
+        if (in->registered) {
+            json_object_set_new(o, "instance_id", json_integer(in->reg.instance_id));
+            json_object_set_new(o, "role", json_string(role_name(in->reg.role)));
+            json_object_set_new(o, "kv_blocks", json_integer(in->reg.kv_blocks));
+            json_object_set_new(o, "block_size", json_integer(in->reg.block_size));
+            json_object_set_new(o, "max_batch", json_integer(in->reg.max_batch));
+        }
+        if (in->n_load) {
+            const ctrl_load *l = &in->load;
+            json_object_set_new(o, "load", json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:I}",
+                "running", l->running, "waiting", l->waiting, "kv_blocks_free", l->kv_blocks_free,
+                "kv_blocks_reserved", l->kv_blocks_reserved, "p50_step_us", l->p50_step_us,
+                "p99_step_us", l->p99_step_us, "reservations", l->reservations,
+                "tokens_per_s", (double)l->tokens_per_s, "ctx_tokens", (json_int_t)l->ctx_tokens));
+            json_object_set_new(o, "router_sequences", json_integer(in->n_seqs));
+        }
+        json_array_append_new(arr, o);
+    }
+    char *text = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    rh_reply_json(h, 200, text, strlen(text));
+    free(text);
+}
+
+static json_t *admin_body(rh_req *h) {
+    size_t len;
+    const char *body = rh_req_body(h, &len);
+    json_error_t je;
+    json_t *j = json_loadb(body, len, 0, &je);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        rh_reply_error(h, 400, NULL, NULL, NULL, "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+static rinst *admin_find(router *r, json_t *j) {
+    json_t *id = json_object_get(j, "instance_id");
+    const char *addr = json_string_value(json_object_get(j, "addr"));
+    for (rinst *in = r->insts; in; in = in->next)
+        if ((addr && !strcmp(in->addr, addr)) ||
+            (json_is_integer(id) && in->registered &&
+             in->reg.instance_id == (uint32_t)json_integer_value(id)))
+            return in;
+    return NULL;
+}
+
+/* POST /admin/instances {"addr": "host:port"}: dial an attnd and keep it in the pool. */
+static void h_admin_add(rh_req *h, void *ud) {
+    router *r = ud;
+    json_t *j = admin_body(h);
+    if (!j)
+        return;
+    const char *addr = json_string_value(json_object_get(j, "addr"));
+    afd_err err = {0};
+    if (!addr) {
+        rh_reply_error(h, 400, NULL, NULL, "addr", "addr: \"host:port\" of the attnd's control port");
+    } else if (admin_find(r, j)) {
+        rh_reply_error(h, 409, NULL, NULL, "addr", "%s is already in the pool", addr);
+    } else if (pool_add(r, addr, true, &err)) {
+        rh_reply_error(h, 400, NULL, NULL, "addr", "%s", err.msg);
+    } else {
+        log_info("pool: %s added by %s", addr, rh_req_peer(h));
+        char body[320];
+        int n = snprintf(body, sizeof body, "{\"ok\":true,\"addr\":\"%s\"}", addr);
+        rh_reply_json(h, 202, body, (size_t)n);
+    }
+    json_decref(j);
+}
+
+/* POST /admin/drain {"instance_id": N | "addr": "...", "deadline_ms": D}: no new sequences
+ * for it; it finishes what runs and exits. */
+static void h_admin_drain(rh_req *h, void *ud) {
+    router *r = ud;
+    json_t *j = admin_body(h);
+    if (!j)
+        return;
+    rinst *in = admin_find(r, j);
+    json_t *dl = json_object_get(j, "deadline_ms");
+    if (!in || in->down) {
+        rh_reply_error(h, 404, NULL, NULL, "instance_id", "no such instance in the pool");
+    } else {
+        in->draining = true;
+        in->configured = false; /* it will exit: do not redial */
+        if (in->si)
+            sla_inst_set_draining(in->si, true);
+        ctrl_msg m = {.type = WIRE_T_CTRL_DRAIN};
+        m.u.drain.deadline_ms = json_is_integer(dl) ? (uint64_t)json_integer_value(dl) : 0;
+        int rc = pool_send(r, in, &m, 0);
+        log_info("pool: %s (instance %u) drained by %s", in->addr, in->reg.instance_id,
+                 rh_req_peer(h));
+        if (rc)
+            rh_reply_error(h, 503, NULL, NULL, NULL, "DRAIN not sent: %s", afd_strerror(rc));
+        else
+            rh_reply_json(h, 202, "{\"ok\":true}", 11);
+    }
+    json_decref(j);
+}
+
+/* POST /admin/remove {"instance_id": N | "addr": "..."}: forget a configured instance (no
+ * redial) and close its session; its running sequences fail. */
+static void h_admin_remove(rh_req *h, void *ud) {
+    router *r = ud;
+    json_t *j = admin_body(h);
+    if (!j)
+        return;
+    rinst *in = admin_find(r, j);
+    if (!in) {
+        rh_reply_error(h, 404, NULL, NULL, "instance_id", "no such instance in the pool");
+    } else {
+        log_info("pool: %s removed by %s", in->addr, rh_req_peer(h));
+        pool_forget(r, in);
+        rh_reply_json(h, 202, "{\"ok\":true}", 11);
+    }
+    json_decref(j);
+}
+
 int serve_init(router *r, afd_err *err) {
     struct {
         unsigned m;
@@ -1113,6 +1248,10 @@ int serve_init(router *r, afd_err *err) {
         {RH_GET, "/health", RH_PUBLIC, h_health},
         {RH_GET, "/ready", RH_PUBLIC, h_ready},
         {RH_GET, "/metrics", RH_PUBLIC, h_metrics},
+        {RH_GET, "/admin/instances", 0, h_admin_list},
+        {RH_POST, "/admin/instances", 0, h_admin_add},
+        {RH_POST, "/admin/drain", 0, h_admin_drain},
+        {RH_POST, "/admin/remove", 0, h_admin_remove},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         int rc = rh_route(r->http, routes[i].m, routes[i].path, routes[i].flags, routes[i].cb, r);
