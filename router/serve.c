@@ -470,7 +470,7 @@ static void req_fail(router *r, rreq *q, int status, const char *code, const cha
     if (q->h && !q->gone) {
         oa_error e = {0};
         const char *type = status >= 500 ? "server_error" : "invalid_request_error";
-        if (status == 429) type = "rate_limit_error";
+        if (status == 429) type = "requests"; /* OpenAI's, as oa_error_rate_limited */
         oa_errorf(&e, status, type, code, NULL, "%s", msg);
         if (q->streaming && q->seqs[0].role_sent) {
             size_t len;
