@@ -118,11 +118,16 @@ static void send_chunk(rreq *q, char *json, size_t len) {
     }
 }
 
+/* "fp_" and 10 hex digits of the model's fingerprint, set by serve_init (one router per
+ * process, like hchain). */
+static char sys_fp[24];
+
 static oa_meta meta_of(const rreq *q) {
     return (oa_meta){.endpoint = q->o.endpoint,
                      .id = q->id,
                      .created = q->created,
                      .model = q->o.model,
+                     .system_fingerprint = sys_fp,
                      .include_usage = q->o.include_usage};
 }
 
@@ -1233,6 +1238,7 @@ static void h_admin_remove(rh_req *h, void *ud) {
 }
 
 int serve_init(router *r, afd_err *err) {
+    snprintf(sys_fp, sizeof sys_fp, "fp_%010llx", (unsigned long long)(r->fingerprint >> 24));
     struct {
         unsigned m;
         const char *path;

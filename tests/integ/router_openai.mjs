@@ -121,12 +121,13 @@ await section('models: list, retrieve, unknown model 404', async () => {
 });
 
 // ---- chat and completions, plain ------------------------------------------------------------
-let chatGreedy = '', chatPromptTokens = 0;
+let chatGreedy = '', chatPromptTokens = 0, fpOf = '';
 await section('chat: non-streaming, finish length, usage vs /tokenize', async () => {
     const r = await client.chat.completions.create({ model: M, messages: msgs, max_tokens: 12, temperature: 0 });
     eq(r.object, 'chat.completion', 'object');
     check(/^chatcmpl-[A-Za-z0-9]{29}$/.test(r.id), 'id shape', r.id, 'chatcmpl- + 29 alphanumerics');
     eq(r.model, M, 'model');
+    check(/^fp_[0-9a-f]{10}$/.test(r.system_fingerprint), 'system_fingerprint', r.system_fingerprint, 'fp_ + 10 hex digits');
     eq(r.choices.length, 1, 'choices');
     eq(r.choices[0].index, 0, 'index');
     eq(r.choices[0].message.role, 'assistant', 'role');
@@ -137,6 +138,7 @@ await section('chat: non-streaming, finish length, usage vs /tokenize', async ()
     eq(r.usage.prompt_tokens, chatPromptTokens, 'prompt_tokens vs /tokenize messages');
     eq(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens, 'total_tokens');
     chatGreedy = r.choices[0].message.content;
+    fpOf = r.system_fingerprint;
     const again = await client.chat.completions.create({ model: M, messages: msgs, max_tokens: 12, temperature: 0 });
     eq(again.choices[0].message.content, chatGreedy, 'greedy twice: same text');
 });
@@ -152,6 +154,7 @@ await section('chat: streaming without include_usage (no usage field anywhere)',
     eq(withUsage, 0, 'chunks with a usage field');
     const ids = new Set(r.chunks.map((c) => c.id));
     eq(ids.size, 1, 'one id for every chunk');
+    deq([...new Set(r.chunks.map((c) => c.system_fingerprint))], [fpOf], 'system_fingerprint of every chunk');
     eq(r.chunks[0].object, 'chat.completion.chunk', 'chunk object');
 });
 

@@ -165,6 +165,7 @@ call ctok "$UA/tokenize" "${JSON[@]}" -d "{\"model\":\"tiny\",\"messages\":$msgs
 expect "chat prompt_tokens vs /tokenize" "$(jb chat .usage.prompt_tokens)" "$(jb ctok .count)"
 expect "chat total_tokens" "$(jb chat '.usage.total_tokens == .usage.prompt_tokens + .usage.completion_tokens')" true
 expect "Content-Type" "$(hdr chat Content-Type)" application/json
+[[ $(jb chat .system_fingerprint) =~ ^fp_[0-9a-f]{10}$ ]] || fail "system_fingerprint: '$(jb chat .system_fingerprint)'"
 greedy=$(jb chat '.choices[0].message.content')
 
 c=$(call chats "$UA/v1/chat/completions" -N "${JSON[@]}" -d "{\"model\":\"tiny\",\"messages\":$msgs,\"max_tokens\":10,\"temperature\":0,\"stream\":true}")
