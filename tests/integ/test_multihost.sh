@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# Multi-host (issue #6 item 4): the cluster spread over network namespaces, one per "host",
+# joined by veth pairs on a bridge (10.77.0.0/24), UCX over TCP between them (err_mode peer),
+# every daemon on its own address. Under open-loop load from afd-bench serve, with a checker
+# comparing greedy answers to references taken before any disruption:
+#   1 baseline   2 kill -9 d0, start it again (it registers again)
+#   3 add d1 live (it registers with the router by itself)
+#   4 drain d0 with SIGTERM while d1 serves (exit 0), then start it again
+#   5 kill -9 p0, start it again
+# Passes when no answer is wrong and none hangs (every failure is a clean HTTP error),
+# afd-bench counts every request (completed + rejected + errors == sent) with errors only of
+# the clean kinds, the router still answers right at the end, and every daemon stopped with
+# SIGTERM exits 0. Skips (77) where namespaces cannot be made. MH_KEEP=1 keeps the logs.
+set -uo pipefail
+build=$1
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/integ/multihost/net.sh
+source "$here/multihost/net.sh"
+skip() { echo "multihost: skipped: $*"; exit 77; }
+for t in curl jq; do command -v $t >/dev/null || skip "no $t"; done
+why=$(mh_net_check) || skip "$why"
+
+model=$build/models/tiny
+[[ -f $model/config.json ]] || "$build/bin/afd-mkmodel" --preset tiny --out "$model" --force >/dev/null
+dir=$(mktemp -d /tmp/afd-mh-XXXXXX)
+url=
+declare -A pid=() gen=() ids=([f0]=21 [f1]=22 [p0]=11 [d0]=12 [d1]=13)
+bench_pid='' check_pid=''
+
+cleanup() {
+    local p
+    [[ -n $check_pid ]] && kill -KILL "$check_pid" 2>/dev/null
+    [[ -n $bench_pid ]] && kill -KILL "$bench_pid" 2>/dev/null
+    # only pids still ours: stop_wait forgets a daemon once it is reaped
+    for p in "${pid[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for p in "${pid[@]}" $check_pid $bench_pid; do wait "$p" 2>/dev/null; done
+    mh_net_down
+    if [[ ${MH_KEEP:-0} == 1 ]]; then echo "multihost: logs kept in $dir"; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+fail() {
+    local f
+    echo "FAIL: $*"
+    for f in "$dir"/*.log; do
+        [[ -f $f ]] || continue
+        echo "--- $(basename "$f")"
+        grep -v '"level":"info"' "$f" | tail -4 | cut -c1-400
+    done
+    [[ -f $dir/check.log ]] && { echo "--- checker"; grep -v ' ok ' "$dir/check.log" | tail -5; }
+    exit 1
+}
+
+A() { mh_addr "$1"; }
+now_ms() { date +%s%3N; }
+secs() { awk -v ms="$1" 'BEGIN { printf "%.1f", ms / 1000 }'; }
+
+# --- the hosts --------------------------------------------------------------------------------
+mh_net_up "afd-$$" 10.77.0 c=5 r=10 p0=11 d0=12 d1=13 f0=21 f1=22 || fail "cannot set up the network"
+
+# --- daemons ----------------------------------------------------------------------------------
+# host -> a log per start (host-N.log), its pid in pid[host]
+spawn() { # host cmd...
+    local h=$1
+    shift
+    gen[$h]=$((${gen[$h]:-0} + 1))
+    rm -f "$dir/$h.ports"
+    mh_spawn "$h" "$dir/$h-${gen[$h]}.log" "$@" --port-file "$dir/$h.ports" --log-level info
+    pid[$h]=$MH_PID
+}
+peer_opts=(--err-mode peer --heartbeat-ms 200 --peer-timeout-ms 1500)
+start_ffnd() { # host rank
+    spawn "$1" "$build/bin/ffnd" --model "$model" --listen-addr "$(A "$1")" --listen-port 7600 \
+        --admin-addr "$(A "$1")" --admin-port 7700 --ep-rank "$2" --ep-size 2 \
+        --instance-id "${ids[$1]}" --threads 1 "${peer_opts[@]}"
+}
+start_attnd() { # host role
+    spawn "$1" "$build/bin/attnd" --model "$model" --role "$2" --listen-addr "$(A "$1")" \
+        --listen-port 7800 --advertise-addr "$(A "$1")" --admin-addr "$(A "$1")" \
+        --admin-port 7900 --instance-id "${ids[$1]}" --ffn "$(A f0):7600,$(A f1):7600" \
+        --ffn-ep-size 2 --routers "$(A r):7400" --kv-mem 32mb --threads 1 \
+        --drain-timeout-ms 20000 "${peer_opts[@]}"
+}
+start_router() {
+    spawn r "$build/bin/afd-router" --model "$model" --listen-addr "$(A r)" --port 8000 \
+        --ctrl-addr "$(A r)" --ctrl-port 7400 "${peer_opts[@]}"
+    url=http://$(A r):8000
+}
+wait_ports() { # host
+    local i
+    for i in $(seq 300); do
+        [[ -s $dir/$1.ports ]] && return 0
+        kill -0 "${pid[$1]}" 2>/dev/null || fail "$1 exited at start-up"
+        sleep 0.1
+    done
+    fail "$1 did not listen within 30 s"
+}
+registered() { # host -> times the router logged its registration
+    cat "$dir"/r-*.log | grep -c "registered: instance ${ids[$1]},"
+}
+wait_registered() { # host count-before
+    local i
+    for i in $(seq 200); do
+        (($(registered "$1") > $2)) && return 0
+        sleep 0.1
+    done
+    fail "$1 did not register with the router within 20 s"
+}
+ready_code() { mh_exec c curl -s -o /dev/null --max-time 5 -w '%{http_code}' "$url/ready"; }
+wait_ready() { # code seconds
+    local i
+    for i in $(seq $(($2 * 5))); do
+        [[ $(ready_code) == "$1" ]] && return 0
+        sleep 0.2
+    done
+    fail "the router's /ready did not turn $1 within $2 s"
+}
+stop_wait() { # host signal seconds -> exit status of the daemon (124: still alive, killed)
+    local h=$1 p=${pid[$1]} i
+    kill "-$2" "$p" 2>/dev/null
+    { # (bash's "Killed" notice for a kill -9 comes while polling)
+        for i in $(seq $(($3 * 10))); do
+            kill -0 "$p" || break
+            sleep 0.1
+        done
+    } 2>/dev/null
+    if kill -0 "$p" 2>/dev/null; then
+        kill -KILL "$p"
+        wait "$p" 2>/dev/null
+        unset "pid[$h]"
+        return 124
+    fi
+    wait "$p" 2>/dev/null # no "Killed" notice for the kill -9 phases
+    local rc=$?
+    unset "pid[$h]"
+    return $rc
+}
+
+t_start=$(now_ms)
+start_router
+start_ffnd f0 0
+start_ffnd f1 1
+wait_ports r
+wait_ports f0
+wait_ports f1
+start_attnd p0 prefill
+start_attnd d0 decode
+wait_ports p0
+wait_ports d0
+wait_registered p0 0
+wait_registered d0 0
+wait_ready 200 20
+echo "multihost: 6 namespaces + switch, cluster ready in $((($(now_ms) - t_start) / 1000)) s" \
+    "(router $(A r), p0 $(A p0), d0 $(A d0), ffnd $(A f0) $(A f1); UCX over TCP)"
+
+# --- references, before any disruption --------------------------------------------------------
+mh_exec c bash "$here/multihost/checker.sh" ref "$url" tiny "$dir" || fail "no reference answers"
+cp "$dir"/ref-0 "$dir"/ref0.first
+mh_exec c bash "$here/multihost/checker.sh" ref "$url" tiny "$dir" || fail "no reference answers"
+cmp -s "$dir/ref-0" "$dir/ref0.first" || fail "greedy answers differ on an idle cluster"
+
+# --- load and checker -------------------------------------------------------------------------
+load_s=40
+mh_spawn c "$dir/bench.out" "$build/bin/afd-bench" serve --url "$url" --model tiny --rate 3 \
+    --duration $load_s --prompt-len 16:48 --output-len 8:32 --sla-ms 100000 --timeout 15 \
+    --seed 7 --json-out "$dir/bench.json"
+bench_pid=$MH_PID
+t0=$(now_ms)
+mh_spawn c "$dir/checker.out" bash "$here/multihost/checker.sh" loop "$url" tiny "$dir" "$dir/stop"
+check_pid=$MH_PID
+phases=()
+phase() { # name: starts a phase now
+    phases+=("$(($(now_ms) - t0)) $1")
+    echo "multihost: $(printf '%5s' "$(secs $(($(now_ms) - t0)))") s  $1"
+}
+at() { # seconds after the load started
+    local left=$((t0 + $1 * 1000 - $(now_ms)))
+    ((left > 0)) && sleep "$((left / 1000)).$(printf '%03d' $((left % 1000)))"
+}
+
+phase baseline
+at 6
+phase "kill-d0"
+n=$(registered d0)
+stop_wait d0 KILL 5
+wait_ready 503 5 # the router saw it go: no decode instance left
+sleep 1
+start_attnd d0 decode
+wait_registered d0 "$n"
+wait_ready 200 10
+phase "d0-back"
+
+at 14
+phase "add-d1"
+start_attnd d1 decode
+wait_registered d1 0
+phase "d1-in"
+
+at 20
+phase "drain-d0"
+stop_wait d0 TERM 25
+rc=$?
+((rc == 0)) || fail "d0 drained with SIGTERM exited $rc, want 0"
+n=$(registered d0)
+start_attnd d0 decode
+wait_registered d0 "$n"
+phase "d0-rejoined"
+
+at 29
+phase "kill-p0"
+n=$(registered p0)
+stop_wait p0 KILL 5
+wait_ready 503 5 # decode instances but no prefill instance
+sleep 1
+start_attnd p0 prefill
+wait_registered p0 "$n"
+wait_ready 200 10
+phase "p0-back"
+t_end_ms=$(($(now_ms) - t0))
+((t_end_ms < (load_s - 3) * 1000)) || fail "the last phase ended at $t_end_ms ms, too late for the load ($load_s s)"
+
+# --- the end of the load ----------------------------------------------------------------------
+for _ in $(seq 300); do kill -0 "$bench_pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$bench_pid" 2>/dev/null && fail "afd-bench serve did not end"
+wait "$bench_pid"
+brc=$?
+bench_pid=
+touch "$dir/stop"
+for _ in $(seq 200); do kill -0 "$check_pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$check_pid" 2>/dev/null && fail "the checker did not end"
+wait "$check_pid"
+check_pid=
+
+# --- verdicts ---------------------------------------------------------------------------------
+line=$(tail -1 "$dir/bench.out")
+jq -e . >/dev/null 2>&1 <<<"$line" || fail "afd-bench serve (exit $brc) printed no JSON line: $(tail -3 "$dir/bench.out")"
+((brc == 0)) || fail "afd-bench serve exited $brc"
+get() { jq -r ".$1" <<<"$line"; }
+sent=$(get sent) completed=$(get completed) rejected=$(get rejected) errors=$(get errors)
+((sent > 0 && completed + rejected + errors == sent)) ||
+    fail "afd-bench: completed $completed + rejected $rejected + errors $errors != sent $sent"
+(($(get not_sent) == 0)) || fail "afd-bench: $(get not_sent) requests not sent"
+(($(get timeouts) == 0)) || fail "afd-bench: $(get timeouts) requests hung (no end within 15 s)"
+(($(get connect_errors) == 0)) || fail "afd-bench: $(get connect_errors) connections failed"
+((completed * 2 >= sent)) || fail "afd-bench: only $completed of $sent requests completed"
+if (($(get stream_errors) > 0)); then
+    # a stream cut after it started must end with an error event, not just stop
+    grep -q '^first stream: .*error in the stream' "$dir/bench.out" ||
+        fail "afd-bench: a stream ended without an error event: $(grep '^first stream' "$dir/bench.out")"
+fi
+if (($(get http_errors) > 0)); then
+    grep '^first http_error: ' "$dir/bench.out" | grep -q 'HTTP 500' ||
+        fail "afd-bench: an HTTP error other than 500: $(grep '^first http_error' "$dir/bench.out")"
+fi
+# every completed request has its whole answer: ignore_eos, so exactly max_tokens, length
+short=$(jq '[.requests[] | select(.outcome == "ok" and (.tokens != .max_tokens or .finish != "length"))] | length' "$dir/bench.json")
+((short == 0)) || fail "afd-bench: $short completed requests without all their tokens"
+
+bad=$(grep -v -E '^[0-9]+ [0-9]+ [0-9] (ok|clean) ' "$dir/check.log")
+[[ -z $bad ]] || fail "checker: $(head -3 <<<"$bad")"
+n_ok=$(grep -c ' ok ' "$dir/check.log")
+((n_ok >= 10)) || fail "checker: only $n_ok right answers"
+
+# Failures only where something was killed: a request failed or refused with 503 (429 is
+# capacity, fine anywhere) must have been in flight during a kill -9 window (the kill until
+# the instance is back in the pool, plus 0.5 s). Adding d1 and draining d0 cost nothing.
+phase_ms() { local p; for p in "${phases[@]}"; do [[ ${p#* } == "$1" ]] && echo "${p%% *}"; done; }
+windows="[[$(phase_ms kill-d0),$(phase_ms d0-back)],[$(phase_ms kill-p0),$(phase_ms p0-back)]]"
+echo "$t0 $windows" > "$dir/windows" # (MH_KEEP=1: what the checks below used)
+stray=$(jq -c --argjson w "$windows" '[.requests[] | select(.send_s != null and .outcome != "ok" and .status != 429)
+      | {i, outcome, status, a: (.send_s * 1000), b: (.send_s * 1000 + (.e2e_ms // 0))} | . as $r
+      | select(any($w[]; $r.b >= .[0] and $r.a <= .[1] + 500) | not)]' "$dir/bench.json")
+[[ $stray == "[]" ]] || fail "afd-bench requests failed outside the kill windows $windows: $stray"
+stray=$(awk -v t0="$t0" -v w="$windows" 'BEGIN { gsub(/[][]/, "", w); n = split(w, x, ",") }
+      $4 == "clean" && $5 != 429 { hit = 0
+          for (i = 1; i < n; i += 2) if ($2 - t0 >= x[i] && $1 - t0 <= x[i + 1] + 500) hit = 1
+          if (!hit) print }' "$dir/check.log")
+[[ -z $stray ]] || fail "checker: errors outside the kill windows $windows: $(head -3 <<<"$stray")"
+
+# per phase: afd-bench requests by send time, checker answers by start time
+phases+=("999999999 end")
+summary_rows=()
+for ((i = 0; i + 1 < ${#phases[@]}; i++)); do
+    read -r from name <<<"${phases[i]}"
+    read -r to _ <<<"${phases[i + 1]}"
+    b=$(jq -r --argjson a "$from" --argjson b "$to" '[.requests[] | select(.send_s != null and
+          .send_s * 1000 >= $a and .send_s * 1000 < $b)] |
+          "sent \(length), ok \(map(select(.outcome == "ok")) | length), 429 \(map(select(.status == 429)) | length), 503 \(map(select(.status == 503)) | length), errors \(map(select(.outcome != "ok" and .outcome != "rejected")) | length)"' \
+        "$dir/bench.json")
+    c=$(awk -v a=$((t0 + from)) -v b=$((t0 + to)) '$1 >= a && $1 < b { n[$4]++ }
+          END { printf "ok %d, clean %d", n["ok"], n["clean"] }' "$dir/check.log")
+    summary_rows+=("$(printf '  %-12s %6s s  bench: %-52s checker: %s' "$name" "$(secs "$from")" "$b" "$c")")
+done
+printf '%s\n' "${summary_rows[@]}"
+echo "  afd-bench: sent $sent, completed $completed, rejected $rejected (429 $(get rejected_429), 503 $(get rejected_503)), errors $errors (stream $(get stream_errors), http $(get http_errors))"
+
+# d1, added live, took a share of the load
+d1_tokens=$(mh_exec d1 curl -s --max-time 5 "http://$(A d1):7900/metrics" |
+    awk '$1 == "afd_attnd_generated_tokens_total" { print int($2) }')
+((${d1_tokens:-0} > 0)) || fail "d1 generated no tokens: it never took work"
+
+# the router still serves, with the same answers
+mkdir -p "$dir/final"
+mh_exec c bash "$here/multihost/checker.sh" ref "$url" tiny "$dir/final" ||
+    fail "the router does not serve after the scenario"
+for k in 0 1 2; do
+    cmp -s "$dir/ref-$k" "$dir/final/ref-$k" ||
+        fail "prompt $k at the end: $(cat "$dir/final/ref-$k"), want $(cat "$dir/ref-$k")"
+done
+
+# --- SIGTERM everything: router first, then the attnds, then the shards; each exits 0 ---------
+for h in r p0 d0 d1 f0 f1; do
+    stop_wait "$h" TERM 25
+    rc=$?
+    ((rc == 0)) || fail "$h exited $rc on SIGTERM, want 0"
+done
+echo "ok: multi-host cluster in network namespaces: kill/restart d0, add d1, drain d0, kill/restart p0 under load; no wrong answer, no hang, all SIGTERM exits 0 ($((($(now_ms) - t_start) / 1000)) s)"
