@@ -25,15 +25,16 @@ model=$build/models/tiny
 dir=$(mktemp -d /tmp/afd-mh-XXXXXX)
 url=
 declare -A pid=() gen=() ids=([f0]=21 [f1]=22 [p0]=11 [d0]=12 [d1]=13)
-bench_pid='' check_pid=''
+bench_pid='' check_pid='' nap_pid=''
 
 cleanup() {
     local p
+    [[ -n $nap_pid ]] && kill "$nap_pid" 2>/dev/null
     [[ -n $check_pid ]] && kill -KILL "$check_pid" 2>/dev/null
     [[ -n $bench_pid ]] && kill -KILL "$bench_pid" 2>/dev/null
     # only pids still ours: stop_wait forgets a daemon once it is reaped
     for p in "${pid[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    for p in "${pid[@]}" $check_pid $bench_pid; do wait "$p" 2>/dev/null; done
+    for p in "${pid[@]}" $check_pid $bench_pid $nap_pid; do wait "$p" 2>/dev/null; done
     mh_net_down
     if [[ ${MH_KEEP:-0} == 1 ]]; then echo "multihost: logs kept in $dir"; else rm -rf "$dir"; fi
 }
@@ -56,6 +57,7 @@ now_ms() { date +%s%3N; }
 secs() { awk -v ms="$1" 'BEGIN { printf "%.1f", ms / 1000 }'; }
 
 # --- the hosts --------------------------------------------------------------------------------
+mh_net_reap_stale
 mh_net_up "afd-$$" 10.77.0 c=5 r=10 p0=11 d0=12 d1=13 f0=21 f1=22 || fail "cannot set up the network"
 
 # --- daemons ----------------------------------------------------------------------------------
@@ -153,6 +155,11 @@ wait_ready 200 20
 echo "multihost: 6 namespaces + switch, cluster ready in $((($(now_ms) - t_start) / 1000)) s" \
     "(router $(A r), p0 $(A p0), d0 $(A d0), ffnd $(A f0) $(A f1); UCX over TCP)"
 
+# every socket is on the host's own address (UCX's TCP listeners too), nothing on 0.0.0.0
+for h in r p0 d0 f0 f1; do
+    other=$(mh_exec $h ss -ltnH | awk -v a="$(A $h)" '{ split($4, x, ":"); if (x[1] != a) print }')
+    [[ -z $other ]] || fail "$h listens on another address than $(A $h): $other"
+done
 # --- references, before any disruption --------------------------------------------------------
 mh_exec c bash "$here/multihost/checker.sh" ref "$url" tiny "$dir" || fail "no reference answers"
 cp "$dir"/ref-0 "$dir"/ref0.first
@@ -165,7 +172,10 @@ mh_spawn c "$dir/bench.out" "$build/bin/afd-bench" serve --url "$url" --model ti
     --duration $load_s --prompt-len 16:48 --output-len 8:32 --sla-ms 100000 --timeout 15 \
     --seed 7 --json-out "$dir/bench.json"
 bench_pid=$MH_PID
+# afd-bench's clock (send_s) starts right after it prints its plan: ours starts there too
+for _ in $(seq 1000); do grep -q '^open loop' "$dir/bench.out" 2>/dev/null && break; sleep 0.01; done
 t0=$(now_ms)
+grep -q '^open loop' "$dir/bench.out" || fail "afd-bench serve did not start: $(cat "$dir/bench.out")"
 mh_spawn c "$dir/checker.out" bash "$here/multihost/checker.sh" loop "$url" tiny "$dir" "$dir/stop"
 check_pid=$MH_PID
 phases=()
@@ -173,9 +183,13 @@ phase() { # name: starts a phase now
     phases+=("$(($(now_ms) - t0)) $1")
     echo "multihost: $(printf '%5s' "$(secs $(($(now_ms) - t0)))") s  $1"
 }
-at() { # seconds after the load started
+at() { # seconds after the load started; a signal interrupts the wait (then the cleanup runs)
     local left=$((t0 + $1 * 1000 - $(now_ms)))
-    ((left > 0)) && sleep "$((left / 1000)).$(printf '%03d' $((left % 1000)))"
+    ((left > 0)) || return 0
+    sleep "$((left / 1000)).$(printf '%03d' $((left % 1000)))" &
+    nap_pid=$!
+    wait $nap_pid
+    nap_pid=''
 }
 
 phase baseline
@@ -263,17 +277,18 @@ n_ok=$(grep -c ' ok ' "$dir/check.log")
 
 # Failures only where something was killed: a request failed or refused with 503 (429 is
 # capacity, fine anywhere) must have been in flight during a kill -9 window (the kill until
-# the instance is back in the pool, plus 0.5 s). Adding d1 and draining d0 cost nothing.
+# the instance is back in the pool; 0.5 s either side for the clocks' offset). Adding d1 and
+# draining d0 cost nothing.
 phase_ms() { local p; for p in "${phases[@]}"; do [[ ${p#* } == "$1" ]] && echo "${p%% *}"; done; }
 windows="[[$(phase_ms kill-d0),$(phase_ms d0-back)],[$(phase_ms kill-p0),$(phase_ms p0-back)]]"
 echo "$t0 $windows" > "$dir/windows" # (MH_KEEP=1: what the checks below used)
 stray=$(jq -c --argjson w "$windows" '[.requests[] | select(.send_s != null and .outcome != "ok" and .status != 429)
       | {i, outcome, status, a: (.send_s * 1000), b: (.send_s * 1000 + (.e2e_ms // 0))} | . as $r
-      | select(any($w[]; $r.b >= .[0] and $r.a <= .[1] + 500) | not)]' "$dir/bench.json")
+      | select(any($w[]; $r.b >= .[0] - 500 and $r.a <= .[1] + 500) | not)]' "$dir/bench.json")
 [[ $stray == "[]" ]] || fail "afd-bench requests failed outside the kill windows $windows: $stray"
 stray=$(awk -v t0="$t0" -v w="$windows" 'BEGIN { gsub(/[][]/, "", w); n = split(w, x, ",") }
       $4 == "clean" && $5 != 429 { hit = 0
-          for (i = 1; i < n; i += 2) if ($2 - t0 >= x[i] && $1 - t0 <= x[i + 1] + 500) hit = 1
+          for (i = 1; i < n; i += 2) if ($2 - t0 >= x[i] - 500 && $1 - t0 <= x[i + 1] + 500) hit = 1
           if (!hit) print }' "$dir/check.log")
 [[ -z $stray ]] || fail "checker: errors outside the kill windows $windows: $(head -3 <<<"$stray")"
 

@@ -8,6 +8,8 @@
 #                                    at SUBNET.OCTET/24 plugged into the bridge
 #   mh_net_down                      removes every namespace mh_net_up made (idempotent); kills
 #                                    by pid whatever still runs in them first
+#   mh_net_reap_stale                removes namespaces afd-PID-* left by a run that was killed
+#                                    (PID gone, nothing running inside)
 #   mh_ns NAME                       the namespace of host NAME
 #   mh_addr NAME                     the address of host NAME
 #   mh_exec NAME CMD...              runs CMD in host NAME with its UCX environment: TCP only
@@ -46,6 +48,16 @@ mh_net_check() {
         echo "bridge or veth devices cannot be made in a namespace (kernel modules missing?)"
         return 1
     fi
+    return 0
+}
+
+mh_net_reap_stale() {
+    local ns
+    for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }'); do
+        [[ $ns =~ ^afd-([0-9]+)-[a-z0-9]+$ ]] || continue
+        kill -0 "${BASH_REMATCH[1]}" 2>/dev/null && continue
+        [[ -z $(ip netns pids "$ns" 2>/dev/null) ]] && ip netns del "$ns" 2>/dev/null
+    done
     return 0
 }
 
