@@ -58,6 +58,7 @@ secs() { awk -v ms="$1" 'BEGIN { printf "%.1f", ms / 1000 }'; }
 
 # --- the hosts --------------------------------------------------------------------------------
 mh_net_reap_stale
+MH_ENV=(UCX_TCP_PORT_RANGE=7610-7629) # UCX's own TCP listeners (one per process) take these
 mh_net_up "afd-$$" 10.77.0 c=5 r=10 p0=11 d0=12 d1=13 f0=21 f1=22 || fail "cannot set up the network"
 
 # --- daemons ----------------------------------------------------------------------------------
@@ -155,10 +156,13 @@ wait_ready 200 20
 echo "multihost: 6 namespaces + switch, cluster ready in $((($(now_ms) - t_start) / 1000)) s" \
     "(router $(A r), p0 $(A p0), d0 $(A d0), ffnd $(A f0) $(A f1); UCX over TCP)"
 
-# every socket is on the host's own address (UCX's TCP listeners too), nothing on 0.0.0.0
+# every socket is on the host's own address (UCX's TCP listeners too), nothing on 0.0.0.0,
+# and on a known port: the daemons' own or UCX's TCP_PORT_RANGE (what a firewall must open)
 for h in r p0 d0 f0 f1; do
-    other=$(mh_exec $h ss -ltnH | awk -v a="$(A $h)" '{ split($4, x, ":"); if (x[1] != a) print }')
-    [[ -z $other ]] || fail "$h listens on another address than $(A $h): $other"
+    other=$(mh_exec $h ss -ltnH | awk -v a="$(A $h)" '{ n = split($4, x, ":"); p = x[n]
+        if (x[1] != a || !(p == 7400 || p == 7600 || p == 7700 || p == 7800 || p == 7900 ||
+            p == 8000 || (p >= 7610 && p <= 7629))) print }')
+    [[ -z $other ]] || fail "$h listens on another address or port than $(A $h) and the known ones: $other"
 done
 # --- references, before any disruption --------------------------------------------------------
 mh_exec c bash "$here/multihost/checker.sh" ref "$url" tiny "$dir" || fail "no reference answers"

@@ -21,6 +21,7 @@
 # Every name is unique per run (PREFIX should hold the caller's pid), so parallel runs never
 # meet, and the bridge lives in its own namespace: the root namespace is never touched.
 MH_DEV=afd0
+MH_ENV=() # more VAR=value for mh_exec and mh_spawn
 MH_PREFIX=
 MH_SUBNET=
 declare -A MH_OCTET=()
@@ -104,13 +105,13 @@ mh_exec() {
     local name=$1
     shift
     ip netns exec "$MH_PREFIX-$name" env UCX_TLS=tcp UCX_NET_DEVICES="$MH_DEV" \
-        UCX_WARN_UNUSED_ENV_VARS=n "$@"
+        UCX_WARN_UNUSED_ENV_VARS=n "${MH_ENV[@]}" "$@"
 }
 
 mh_spawn() {
     local name=$1 log=$2
     shift 2
     ip netns exec "$MH_PREFIX-$name" env UCX_TLS=tcp UCX_NET_DEVICES="$MH_DEV" \
-        UCX_WARN_UNUSED_ENV_VARS=n "$@" > "$log" 2>&1 &
+        UCX_WARN_UNUSED_ENV_VARS=n "${MH_ENV[@]}" "$@" > "$log" 2>&1 &
     MH_PID=$!
 }
