@@ -46,7 +46,8 @@ function check(cond, what, got, want) {
 }
 const eq = (got, want, what) => check(got === want, what, got, want);
 const deq = (got, want, what) => check(JSON.stringify(got) === JSON.stringify(want), what, got, want);
-function ok(msg) { console.log(`ok: ${msg}`); }
+const t0 = Date.now();
+function ok(msg) { console.log(`ok: ${msg} [${Date.now() - t0} ms]`); }
 
 async function section(name, fn) {
     const before = nfail;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # API test of afd-router on a whole local cluster (deploy/local-cluster.sh, model tiny), with curl
 # and with the official OpenAI Node client (router_openai.mjs). Three routers:
-#   A: prefill + decode attnds (prefill chunk 8, KV lease grace 500 ms), no keys, default SLA;
+#   A: prefill + decode attnds (prefill chunk 8, KV lease grace 500 ms), no keys, SLA admission
+#      off (least loaded: nothing here depends on the machine's speed);
 #   B: one attnd of role both, an API keys file, SLA queue 0 and a 1 ms TPOT target (so a second
 #      sequence while one runs is a 429);
 #   L: afd-router alone, its attnd on a closed port (503, /ready 503).
@@ -38,7 +39,8 @@ export UCX_NET_DEVICES=lo UCX_WARN_UNUSED_ENV_VARS=n
 
 nfail=0
 fail() { echo "FAIL: $*"; nfail=$((nfail + 1)); }
-ok() { echo "ok: $*"; }
+t_start=$(date +%s%N)
+ok() { echo "ok: $* [$((($(date +%s%N) - t_start) / 1000000)) ms]"; }
 # expect WHAT GOT WANT
 expect() { [[ $2 == "$3" ]] || { fail "$1: got '$2', want '$3'"; return 1; }; }
 # call NAME curl-args... : status code on stdout; headers in $tmp/NAME.hdr, body in $tmp/NAME.body
@@ -89,7 +91,7 @@ key1=sk-apitest-$RANDOM$RANDOM key2=sk-apitest-second
 printf '# keys of the API test\n%s\n\n   %s  \n' "$key1" "$key2" > "$tmp/keys"
 lc=("$src/deploy/local-cluster.sh" --background --port 0 --build "$build" --ready-timeout 90)
 timeout 120 "${lc[@]}" --state "$A" --attnd-arg --prefill-chunk=8 \
-    --attnd-arg --lease-grace-ms=500 > "$tmp/a.out" 2>&1 &
+    --attnd-arg --lease-grace-ms=500 --router-arg --no-sla-enable > "$tmp/a.out" 2>&1 &
 pa=$!
 timeout 120 "${lc[@]}" --state "$B" --layout both --attnd-arg --prefill-chunk=8 \
     --router-arg "--api-keys-file=$tmp/keys" --router-arg --sla-queue-max=0 \
@@ -358,12 +360,12 @@ DP=$(admin "$A" decode) PP=$(admin "$A" prefill)
 RP=${UA##*:}
 gone0=$(metric "$RP" 'afd:router_requests_total{outcome="client_gone"}')
 curl -sN --max-time 60 "$UA/v1/completions" "${JSON[@]}" \
-    -d '{"model":"tiny","prompt":"Count to a thousand:","max_tokens":3000,"ignore_eos":true,"stream":true}' > "$tmp/cut.body" 2>/dev/null &
+    -d '{"model":"tiny","prompt":"Count to a thousand:","max_tokens":3000,"n":3,"ignore_eos":true,"stream":true}' > "$tmp/cut.body" 2>/dev/null &
 cut=$!
 bg_pids+=($cut)
-chunks_ge() { (($(grep -c '^data: ' "$1") >= $2)); }
-if wait_for 10000 chunks_ge "$tmp/cut.body" 4; then
-    expect "decode attnd running during the stream" "$(metric "$DP" afd_attnd_running)" 1
+all_three() { [[ $(sed -n 's/^data: //p' "$tmp/cut.body" | jq -r '.choices[0].index' 2>/dev/null | sort -u | tr -d '\n') == 012 ]]; }
+if wait_for 10000 all_three; then
+    expect "decode attnd running during the stream (n = 3)" "$(metric "$DP" afd_attnd_running)" 3
     t0=$(now_ms)
     kill $cut
     wait $cut 2>/dev/null
@@ -380,9 +382,9 @@ if wait_for 10000 chunks_ge "$tmp/cut.body" 4; then
         fail "afd:router_requests_total{outcome=client_gone} did not grow"
     c=$(call after1 "$UA/v1/chat/completions" "${JSON[@]}" -d "{\"model\":\"tiny\",\"messages\":$msgs,\"max_tokens\":10,\"temperature\":0}")
     expect "the router serves after a disconnect" "$c $(jb after1 '.choices[0].message.content')" "200 $greedy"
-    ok "disconnect mid-stream: cancelled on the decode attnd, router serving"
+    ok "disconnect mid-stream (n = 3): every sequence cancelled on the decode attnd, router serving"
 else
-    fail "the stream to cut produced no chunks in 10 s"
+    fail "the stream to cut did not bring chunks of its 3 choices in 10 s"
     kill $cut
 fi
 
