@@ -313,10 +313,32 @@ done
 printf '%s\n' "${summary_rows[@]}"
 echo "  afd-bench: sent $sent, completed $completed, rejected $rejected (429 $(get rejected_429), 503 $(get rejected_503)), errors $errors (stream $(get stream_errors), http $(get http_errors))"
 
+metric() { # host name (with its labels, as /metrics prints them) -> integer value
+    mh_exec "$1" curl -s --max-time 5 "http://$(A "$1"):7900/metrics" |
+        awk -v n="$2" '$1 == n { print int($2); found = 1; exit } END { if (!found) print -1 }'
+}
 # d1, added live, took a share of the load
-d1_tokens=$(mh_exec d1 curl -s --max-time 5 "http://$(A d1):7900/metrics" |
-    awk '$1 == "afd_attnd_generated_tokens_total" { print int($2) }')
-((${d1_tokens:-0} > 0)) || fail "d1 generated no tokens: it never took work"
+d1_tokens=$(metric d1 afd_attnd_generated_tokens_total)
+((d1_tokens > 0)) || fail "d1 generated no tokens: it never took work"
+# nothing held: once idle, every attnd has all of its KV blocks back (no reservation of a
+# killed peer left over, no sequence stuck)
+for h in p0 d0 d1; do
+    total=$(grep -ho '[0-9]* KV blocks of' "$dir/$h-${gen[$h]}.log" | tail -1 | cut -d' ' -f1)
+    for _ in $(seq 50); do
+        free=$(metric $h afd_attnd_kv_blocks_free) resv=$(metric $h afd_attnd_kv_blocks_reserved)
+        run=$(metric $h afd_attnd_running)
+        ((free == total && resv == 0 && run == 0)) && break
+        sleep 0.2
+    done
+    ((free == total && resv == 0 && run == 0)) ||
+        fail "$h idle but holds KV: $free of $total blocks free, $resv reserved, $run running"
+done
+ho=$(metric d1 'afd_attnd_handoffs_total{side="decode",result="ok"}')
+echo "  d1 (added live): $ho handoffs in, $d1_tokens tokens generated"
+rma=$(metric p0 'afd_attnd_handoff_bytes_total{path="rma"}')
+am=$(metric p0 'afd_attnd_handoff_bytes_total{path="am"}')
+ho=$(metric p0 'afd_attnd_handoffs_total{side="prefill",result="ok"}')
+echo "  p0 (since its restart): $ho handoffs out, K/V bytes by RMA over TCP $rma, by KV_DATA frames $am"
 
 # the router still serves, with the same answers
 mkdir -p "$dir/final"
