@@ -26,6 +26,7 @@ dir=$(mktemp -d /tmp/afd-mh-XXXXXX)
 url=
 declare -A pid=() gen=() ids=([f0]=21 [f1]=22 [p0]=11 [d0]=12 [d1]=13)
 bench_pid='' check_pid='' nap_pid=''
+drain_pids=()
 
 cleanup() {
     local p
@@ -33,8 +34,8 @@ cleanup() {
     [[ -n $check_pid ]] && kill -KILL "$check_pid" 2>/dev/null
     [[ -n $bench_pid ]] && kill -KILL "$bench_pid" 2>/dev/null
     # only pids still ours: stop_wait forgets a daemon once it is reaped
-    for p in "${pid[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    for p in "${pid[@]}" $check_pid $bench_pid $nap_pid; do wait "$p" 2>/dev/null; done
+    for p in "${pid[@]}" "${drain_pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for p in "${pid[@]}" "${drain_pids[@]}" $check_pid $bench_pid $nap_pid; do wait "$p" 2>/dev/null; done
     mh_net_down
     if [[ ${MH_KEEP:-0} == 1 ]]; then echo "multihost: logs kept in $dir"; else rm -rf "$dir"; fi
 }
@@ -139,6 +140,11 @@ stop_wait() { # host signal seconds -> exit status of the daemon (124: still ali
     return $rc
 }
 
+metric() { # host name (with its labels, as /metrics prints them) -> integer value
+    mh_exec "$1" curl -s --max-time 5 "http://$(A "$1"):7900/metrics" |
+        awk -v n="$2" '$1 == n { print int($2); found = 1; exit } END { if (!found) print -1 }'
+}
+
 t_start=$(now_ms)
 start_router
 start_ffnd f0 0
@@ -215,10 +221,34 @@ wait_registered d1 0
 phase "d1-in"
 
 at 20
+# work for d0 to finish: a few long requests on top of the load, then SIGTERM once d0 runs some
+for i in 1 2 3 4 5 6; do
+    mh_exec c curl -s --max-time 30 -o "$dir/drain-$i.json" -w '%{http_code}' "$url/v1/completions" \
+        -H 'Content-Type: application/json' \
+        -d '{"model":"tiny","prompt":[1500,2500,3500,4500,'$((5500 + i))'],"max_tokens":48,"ignore_eos":true,"temperature":0}' \
+        > "$dir/drain-$i.code" 2>&1 &
+    drain_pids+=($!)
+done
+for i in $(seq 40); do # a couple of sequences if they come within 2 s, else one will do
+    d0_running=$(metric d0 afd_attnd_running)
+    ((d0_running > 1 || (d0_running > 0 && i > 20))) && break
+    sleep 0.1
+done
+((d0_running > 0)) || fail "d0 never ran a sequence to drain"
 phase "drain-d0"
 stop_wait d0 TERM 25
 rc=$?
 ((rc == 0)) || fail "d0 drained with SIGTERM exited $rc, want 0"
+grep -q 'attnd drained cleanly' "$dir/d0-${gen[d0]}.log" || fail "d0 did not drain cleanly: $(tail -2 "$dir/d0-${gen[d0]}.log")"
+for p in "${drain_pids[@]}"; do wait "$p"; done
+drain_pids=()
+for i in 1 2 3 4 5 6; do
+    if ! [[ $(cat "$dir/drain-$i.code") == 200 ]] ||
+        ! jq -e '.usage.completion_tokens == 48 and .choices[0].finish_reason == "length"' "$dir/drain-$i.json" >/dev/null; then
+        fail "a long request during d0's drain: HTTP $(cat "$dir/drain-$i.code"): $(head -c 300 "$dir/drain-$i.json")"
+    fi
+done
+echo "multihost:          d0 drained and exited 0 ($d0_running sequences running at SIGTERM); the 6 long requests complete"
 n=$(registered d0)
 start_attnd d0 decode
 wait_registered d0 "$n"
@@ -313,10 +343,6 @@ done
 printf '%s\n' "${summary_rows[@]}"
 echo "  afd-bench: sent $sent, completed $completed, rejected $rejected (429 $(get rejected_429), 503 $(get rejected_503)), errors $errors (stream $(get stream_errors), http $(get http_errors))"
 
-metric() { # host name (with its labels, as /metrics prints them) -> integer value
-    mh_exec "$1" curl -s --max-time 5 "http://$(A "$1"):7900/metrics" |
-        awk -v n="$2" '$1 == n { print int($2); found = 1; exit } END { if (!found) print -1 }'
-}
 # d1, added live, took a share of the load
 d1_tokens=$(metric d1 afd_attnd_generated_tokens_total)
 ((d1_tokens > 0)) || fail "d1 generated no tokens: it never took work"
