@@ -102,6 +102,11 @@ wait_ports() { # host
 registered() { # host -> times the router logged its registration
     cat "$dir"/r-*.log | grep -c "registered: instance ${ids[$1]},"
 }
+down_ms() { # host -> epoch ms of the router's last "down" line about it
+    local ts
+    ts=$(cat "$dir"/r-*.log | grep "(instance ${ids[$1]}) down" | tail -1 | jq -r .ts)
+    date -d "$ts" +%s%3N
+}
 wait_registered() { # host count-before
     local i
     for i in $(seq 200); do
@@ -206,8 +211,10 @@ phase baseline
 at 6
 phase "kill-d0"
 n=$(registered d0)
+killed_ms=$(now_ms)
 stop_wait d0 KILL 5
 wait_ready 503 5 # the router saw it go: no decode instance left
+echo "multihost:          the router saw d0 down $(($(down_ms d0) - killed_ms)) ms after the kill"
 sleep 1
 start_attnd d0 decode
 wait_registered d0 "$n"
@@ -257,8 +264,10 @@ phase "d0-rejoined"
 at 29
 phase "kill-p0"
 n=$(registered p0)
+killed_ms=$(now_ms)
 stop_wait p0 KILL 5
 wait_ready 503 5 # decode instances but no prefill instance
+echo "multihost:          the router saw p0 down $(($(down_ms p0) - killed_ms)) ms after the kill"
 sleep 1
 start_attnd p0 prefill
 wait_registered p0 "$n"
