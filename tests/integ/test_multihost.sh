@@ -6,7 +6,8 @@
 #   1 baseline   2 kill -9 d0, start it again (it registers again)
 #   3 add d1 live (it registers with the router by itself)
 #   4 drain d0 with SIGTERM while d1 serves (exit 0), then start it again
-#   5 kill -9 p0, start it again
+#   5 kill -9 p0, start it again   6 kill -9 the FFN shard f1, start it again (the attnds
+#     reconnect to their FFN group by themselves)
 # Passes when no answer is wrong and none hangs (every failure is a clean HTTP error),
 # afd-bench counts every request (completed + rejected + errors == sent) with errors only of
 # the clean kinds, the router still answers right at the end, and every daemon stopped with
@@ -182,7 +183,7 @@ mh_exec c bash "$here/multihost/checker.sh" ref "$url" tiny "$dir" || fail "no r
 cmp -s "$dir/ref-0" "$dir/ref0.first" || fail "greedy answers differ on an idle cluster"
 
 # --- load and checker -------------------------------------------------------------------------
-load_s=40
+load_s=48
 mh_spawn c "$dir/bench.out" "$build/bin/afd-bench" serve --url "$url" --model tiny --rate 3 \
     --duration $load_s --prompt-len 16:48 --output-len 8:32 --sla-ms 100000 --timeout 15 \
     --seed 7 --json-out "$dir/bench.json"
@@ -273,6 +274,21 @@ start_attnd p0 prefill
 wait_registered p0 "$n"
 wait_ready 200 10
 phase "p0-back"
+
+at 37
+phase "kill-f1"
+stop_wait f1 KILL 5
+sleep 1
+start_ffnd f1 1
+wait_ports f1
+for h in p0 d0 d1; do # each attnd reconnects to its FFN group by itself
+    for i in $(seq 100); do
+        [[ $(mh_exec $h curl -s -o /dev/null -w '%{http_code}' "http://$(A $h):7900/ready") == 200 ]] && break
+        ((i < 100)) || fail "$h's /ready is not 200 10 s after f1 came back"
+        sleep 0.1
+    done
+done
+phase "f1-back"
 t_end_ms=$(($(now_ms) - t0))
 ((t_end_ms < (load_s - 3) * 1000)) || fail "the last phase ended at $t_end_ms ms, too late for the load ($load_s s)"
 
@@ -323,7 +339,7 @@ n_ok=$(grep -c ' ok ' "$dir/check.log")
 # the instance is back in the pool; 0.5 s either side for the clocks' offset). Adding d1 and
 # draining d0 cost nothing.
 phase_ms() { local p; for p in "${phases[@]}"; do [[ ${p#* } == "$1" ]] && echo "${p%% *}"; done; }
-windows="[[$(phase_ms kill-d0),$(phase_ms d0-back)],[$(phase_ms kill-p0),$(phase_ms p0-back)]]"
+windows="[[$(phase_ms kill-d0),$(phase_ms d0-back)],[$(phase_ms kill-p0),$(phase_ms p0-back)],[$(phase_ms kill-f1),$(phase_ms f1-back)]]"
 echo "$t0 $windows" > "$dir/windows" # (MH_KEEP=1: what the checks below used)
 stray=$(jq -c --argjson w "$windows" '[.requests[] | select(.send_s != null and .outcome != "ok" and .status != 429)
       | {i, outcome, status, a: (.send_s * 1000), b: (.send_s * 1000 + (.e2e_ms // 0))} | . as $r
@@ -390,4 +406,4 @@ for h in r p0 d0 d1 f0 f1; do
     rc=$?
     ((rc == 0)) || fail "$h exited $rc on SIGTERM, want 0"
 done
-echo "ok: multi-host cluster in network namespaces: kill/restart d0, add d1, drain d0, kill/restart p0 under load; no wrong answer, no hang, all SIGTERM exits 0 ($((($(now_ms) - t_start) / 1000)) s)"
+echo "ok: multi-host cluster in network namespaces: kill/restart d0, add d1, drain d0, kill/restart p0, kill/restart f1 under load; no wrong answer, no hang, all SIGTERM exits 0 ($((($(now_ms) - t_start) / 1000)) s)"
