@@ -390,6 +390,12 @@ rma=$(metric p0 'afd_attnd_handoff_bytes_total{path="rma"}')
 am=$(metric p0 'afd_attnd_handoff_bytes_total{path="am"}')
 ho=$(metric p0 'afd_attnd_handoffs_total{side="prefill",result="ok"}')
 echo "  p0 (since its restart): $ho handoffs out, K/V bytes by RMA over TCP $rma, by KV_DATA frames $am"
+# Known issue, reported, not failed here: while an attnd's FFN group is down it refuses work
+# with `peer`, and the router resubmits the sequence at once to the same instance (its LOAD
+# does not say the group is down): tens of thousands of RESERVE/RESERVE_FAIL round trips a
+# second until the shard is back, each logged on both sides.
+spins=$(cat "$dir"/r-*.log | grep -c 'refused (peer')
+((spins < 1000)) || echo "  note: the router resubmitted $spins sequences refused with 'peer' during the FFN outage (a resubmit loop, see the test's comment)"
 
 # the router still serves, with the same answers
 mkdir -p "$dir/final"
