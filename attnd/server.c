@@ -934,7 +934,10 @@ static void step_once(attnd *d) {
     double ms = (double)(afd_now_ns() - t0) / 1e6;
     if (n < 0) {
         char why[256] = "";
-        fc_broken(d->ffn, why, sizeof why);
+        if (d->ffn) /* NULL after a failed reconnect (ffn_retry) */
+            fc_broken(d->ffn, why, sizeof why);
+        else
+            snprintf(why, sizeof why, "(no FFN group: reconnecting)");
         log_error("step failed: %s %s", afd_strerror(n), why);
         return;
     }
