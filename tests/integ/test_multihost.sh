@@ -265,7 +265,7 @@ for ((i = 1; i <= n_long; i++)); do
         fail "a long request during d0's drain: HTTP $(cat "$dir/drain-$i.code"): $(head -c 300 "$dir/drain-$i.json")"
     fi
 done
-echo "multihost:          d0 drained and exited 0 ($d0_running sequences running at SIGTERM); the $n_long long requests complete"
+echo "multihost:          d0 drained and exited 0 ($d0_running sequences running at SIGTERM); $n_long long requests sent, all complete"
 n=$(registered d0)
 start_attnd d0 decode
 wait_registered d0 "$n"
