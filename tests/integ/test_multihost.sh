@@ -174,6 +174,7 @@ echo "multihost: 6 namespaces + switch, cluster ready in $((($(now_ms) - t_start
 # every socket is on the host's own address (UCX's TCP listeners too), nothing on 0.0.0.0,
 # and on a known port: the daemons' own or UCX's TCP_PORT_RANGE (what a firewall must open)
 for h in r p0 d0 f0 f1; do
+    command -v ss >/dev/null || break
     other=$(mh_exec $h ss -ltnH | awk -v a="$(A $h)" '{ n = split($4, x, ":"); p = x[n]
         if (x[1] != a || !(p == 7400 || p == 7600 || p == 7700 || p == 7800 || p == 7900 ||
             p == 8000 || (p >= 7610 && p <= 7629))) print }')

@@ -41,14 +41,15 @@ mh_net_check() {
         echo "ip netns add fails here (no CAP_SYS_ADMIN, or no netns support)"
         return 1
     fi
-    local ok=0
-    ip -n "$probe" link add mhbr type bridge 2>/dev/null &&
-        ip -n "$probe" link add mhv0 type veth peer name mhv1 2>/dev/null && ok=1
-    ip netns del "$probe" 2>/dev/null
-    if ((!ok)); then
-        echo "bridge or veth devices cannot be made in a namespace (kernel modules missing?)"
-        return 1
+    local why=""
+    if ! ip -n "$probe" link add mhbr type bridge 2>/dev/null ||
+        ! ip -n "$probe" link add mhv0 type veth peer name mhv1 2>/dev/null; then
+        why="bridge or veth devices cannot be made in a namespace (kernel modules missing?)"
+    elif ! ip netns exec "$probe" true 2>/dev/null; then
+        why="ip netns exec fails here (cannot remount /sys in a new mount namespace?)"
     fi
+    ip netns del "$probe" 2>/dev/null
+    [[ -z $why ]] || { echo "$why"; return 1; }
     return 0
 }
 
