@@ -149,6 +149,8 @@ static void rc_init(rclient *c, const char *model_dir) {
         c->seq[i].ack = c->seq[i].resv = c->seq[i].done = -1;
     xp_opts xo;
     xp_opts_default(&xo);
+    if (getenv("AFD_TEST_PEER_TIMEOUT_MS")) /* slow runs (valgrind) */
+        xo.peer_timeout_ms = atoi(getenv("AFD_TEST_PEER_TIMEOUT_MS"));
     xp_handlers h = {.on_frame = rc_frame, .on_down = rc_down};
     afd_err err = {0};
     cr_assert_eq(xp_init(&c->xp, &xo, &h, c, &err), 0, "%s", err.msg);

@@ -141,6 +141,8 @@ static void c_open(client *c, int port) {
     memset(c, 0, sizeof *c);
     xp_opts xo;
     xp_opts_default(&xo);
+    if (getenv("AFD_TEST_PEER_TIMEOUT_MS")) /* slow runs (valgrind) */
+        xo.peer_timeout_ms = atoi(getenv("AFD_TEST_PEER_TIMEOUT_MS"));
     xp_handlers h = {.on_frame = c_frame, .on_down = c_down};
     afd_err err = {0};
     cr_assert_eq(xp_init(&c->xp, &xo, &h, c, &err), 0, "%s", err.msg);

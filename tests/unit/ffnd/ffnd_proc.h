@@ -50,6 +50,10 @@ static inline void fp_start_bin(fproc *d, const char *name, const char *model_di
     char bin[300];
     snprintf(bin, sizeof bin, "%s/bin/%s", fp_build(), name);
     snprintf(d->port_file, sizeof d->port_file, "%s/../ffnd-%d.ports", model_dir, rand());
+    /* slow runs (valgrind) stretch every daemon's peer timeout */
+    const char *pt_env = getenv("AFD_TEST_PEER_TIMEOUT_MS");
+    if (pt_env && *pt_env)
+        peer_timeout_arg = pt_env;
     const char *argv[64] = {bin, "--model", model_dir, "--listen-port", "0", "--admin-port",
                             "0", "--port-file", d->port_file, "--threads", "1",
                             "--log-level", fp_log_level(), "--peer-timeout-ms", peer_timeout_arg,
