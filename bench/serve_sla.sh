@@ -2,15 +2,16 @@
 # serve_sla.sh: the SLA admission benchmark (issue 5): the same open-loop load on a local
 # cluster, once with the router's TPOT admission (its default) and once without
 # (--sla-enable=false), measured by afd-bench serve. Prints one JSON line per regime (afd-bench
-# serve's summary plus "admission", "target_ms", "others_cores"), admission on first.
+# serve's summary plus "admission", "target_ms", "others_cores" and the decoding attnd's
+# "attnd_steps", "attnd_step_mean_ms", "attnd_batch_mean"), admission on first.
 #
 #   bench/serve_sla.sh [--build DIR] [--preset mini|tiny | --model DIR] [--target-ms 50]
-#                      [--rate 2] [--duration 60] [--warmup 10] [--prompt-len DIST]
+#                      [--rate 1] [--duration 60] [--warmup 10] [--prompt-len DIST]
 #                      [--output-len DIST] [--seed 1] [--timeout 600] [--layout both|pd]
 #                      [--out DIR] [--router-arg X]... [--attnd-arg X]... [--only on|off]
 #
-# Defaults: the mini preset, a 50 ms target, Poisson arrivals at 2 req/s for 60 s after 10 s of
-# warmup, prompts lognorm:128:0.5 and outputs lognorm:64:0.5 tokens, one attnd of role both.
+# Defaults: the mini preset, a 50 ms target, Poisson arrivals at 1 req/s for 60 s after 10 s of
+# warmup, prompts lognorm:64:0.5 and outputs lognorm:64:0.5 tokens, one attnd of role both.
 # The cluster is restarted between the regimes. DIR (default build/serve-sla) keeps each
 # regime's --json-out file, the bench's text report and the cluster logs. "others_cores" is
 # the CPU that processes other than this benchmark's used meanwhile, in cores: a latency
@@ -21,10 +22,10 @@ build=$src/build
 preset=mini
 model=""
 target=50
-rate=2
+rate=1
 duration=60
 warmup=10
-prompt_len=lognorm:128:0.5
+prompt_len=lognorm:64:0.5
 output_len=lognorm:64:0.5
 seed=1
 timeout_s=600
@@ -91,6 +92,19 @@ cpu_others() {
         'BEGIN { printf "%.2f", (a > 0 ? (b - o) / a * n : 0) }'
 }
 
+# The decoding attnd's own view, from its /metrics (whole run, warmup included): steps, the
+# mean step and the mean decode batch (generated tokens per step). Sets $astats (JSON).
+attnd_stats() {
+    local f=$state/attnd-decode.ports port m
+    [[ -f $f ]] || f=$state/attnd-both.ports
+    port=$(sed -n 's/.*"admin_port": *\([0-9]*\).*/\1/p' "$f" 2>/dev/null)
+    m=$(curl -s --max-time 5 "http://127.0.0.1:$port/metrics" 2>/dev/null) || m=""
+    astats=$(awk '/^afd_attnd_step_seconds_sum /{ s = $2 } /^afd_attnd_step_seconds_count /{ n = $2 }
+        /^afd_attnd_generated_tokens_total /{ g = $2 }
+        END { if (n > 0) printf "{\"attnd_steps\": %d, \"attnd_step_mean_ms\": %.2f, \"attnd_batch_mean\": %.2f}", n, s / n * 1e3, g / n;
+              else printf "{}" }' <<<"$m")
+}
+
 # regime on|off
 regime() {
     local r=$1 flag=true url others
@@ -107,11 +121,13 @@ regime() {
         --output-len "$output_len" --seed "$seed" --sla-ms "$target" --timeout "$timeout_s" \
         --json-out "$out/$r.json" >"$out/$r.txt" || true
     others=$(cpu_others)
+    attnd_stats
     mkdir -p "$out/logs-$r"
     cp "$state"/*.log "$out/logs-$r/" 2>/dev/null || true
     "$src/deploy/local-cluster.sh" --stop --state "$state" >/dev/null
     tail -n 1 "$out/$r.txt" | jq -c --argjson on "$flag" --argjson t "$target" \
-        --argjson o "$others" '{admission: $on, target_ms: $t, others_cores: $o} + .'
+        --argjson o "$others" --argjson a "$astats" \
+        '{admission: $on, target_ms: $t, others_cores: $o} + $a + .'
 }
 
 [[ $only == off ]] || regime on
