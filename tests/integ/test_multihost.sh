@@ -74,7 +74,9 @@ spawn() { # host cmd...
     mh_spawn "$h" "$dir/$h-${gen[$h]}.log" "$@" --port-file "$dir/$h.ports" --log-level info
     pid[$h]=$MH_PID
 }
-peer_opts=(--err-mode peer --heartbeat-ms 200 --peer-timeout-ms 1500)
+# err_mode peer: a killed peer is seen by its TCP connection at once; heartbeats keep their
+# defaults (500 ms, 3 s), so a loop slowed by the shared cores is not taken for a dead one
+peer_opts=(--err-mode peer)
 start_ffnd() { # host rank
     spawn "$1" "$build/bin/ffnd" --model "$model" --listen-addr "$(A "$1")" --listen-port 7600 \
         --admin-addr "$(A "$1")" --admin-port 7700 --ep-rank "$2" --ep-size 2 \
@@ -354,7 +356,12 @@ echo "$t0 $windows" > "$dir/windows" # (MH_KEEP=1: what the checks below used)
 stray=$(jq -c --argjson w "$windows" '[.requests[] | select(.send_s != null and .outcome != "ok" and .status != 429)
       | {i, outcome, status, a: (.send_s * 1000), b: (.send_s * 1000 + (.e2e_ms // 0))} | . as $r
       | select(any($w[]; $r.b >= .[0] - 500 and $r.a <= .[1] + 500) | not)]' "$dir/bench.json")
-[[ $stray == "[]" ]] || fail "afd-bench requests failed outside the kill windows $windows: $stray"
+if [[ $stray != "[]" ]]; then
+    why=$(jq -r '.[].i' <<<"$stray" | while read -r i; do
+        cat "$dir"/r-*.log | grep "\"req\":\"bench-7-$i\"" | grep -v '"level":"info"' | jq -r '.ts + " " + .msg'
+    done)
+    fail "afd-bench requests failed outside the kill windows $windows: $stray; the router says: $why; pool changes: $(cat "$dir"/r-*.log | grep -E 'registered: instance|\) down:' | jq -r '.ts + " " + .msg' | cut -c1-160)"
+fi
 stray=$(awk -v t0="$t0" -v w="$windows" 'BEGIN { gsub(/[][]/, "", w); n = split(w, x, ",") }
       $4 == "clean" && $5 != 429 { hit = 0
           for (i = 1; i < n; i += 2) if ($2 - t0 >= x[i] - 500 && $1 - t0 <= x[i + 1] + 500) hit = 1
