@@ -22,7 +22,7 @@
 # (/proc/stat minus this test's processes); if every failing attempt ran with more than 0.3
 # of a core taken by others, the machine was too busy to judge a latency target and the test
 # skips (77) saying so. AFD_SLA_TEST_MARGIN overrides the margin.
-# $1: the absolute build directory. ~1 minute (2.5 at most).
+# $1: the absolute build directory. ~1-1.5 minutes (2.5 at most).
 set -uo pipefail
 build=${1:?usage: test_sla_admission.sh BUILD_DIR}
 src=$(cd "$(dirname "$0")/../.." && pwd)
