@@ -143,11 +143,10 @@ for attempt in 1 2 3; do
     p99=$(get tpot_p99_ms) rej=$(get rejected) done_=$(get completed)
     echo "admission on (attempt $attempt, others used $others cores): $(jq -c '{tpot_p50_ms, tpot_p99_ms, ttft_p99_ms, goodput, completed, rejected, rejected_429, errors}' <<<"$j")"
     ((done_ > 0)) || fail "admission on: nothing completed"
-    ((rej > 0)) || fail "admission on: nothing rejected at $rate req/s (twice the capacity)"
+    ((rej > 0)) || fail "admission on: nothing rejected at $rate req/s (1.5 x the capacity)"
     [[ $(get rejected_429) == "$rej" ]] || fail "admission on: rejections other than 429: $(get rejected_503) x 503"
     [[ $(get errors) == 0 ]] || fail "admission on: $(get errors) errors (timeouts $(get timeouts))"
-    awk_true "$p99 < $off_p99" || fail "admission on: TPOT p99 $p99 ms not below admission off ($off_p99 ms)"
-    if awk_true "$p99 <= 1.2 * $T"; then
+    if awk_true "$p99 <= 1.2 * $T && $p99 < $off_p99"; then
         verdict=pass
         break
     fi
@@ -162,4 +161,4 @@ if $busy_all; then
     echo "SKIP: TPOT p99 with admission stayed above 1.2 T = $T ms in 3 attempts, each with other processes taking > 0.3 core: too busy to judge a latency target"
     exit 77
 fi
-fail "admission on: TPOT p99 $p99 ms > 1.2 T = $T ms in 3 attempts (at least one on a quiet machine)"
+fail "admission on: TPOT p99 $p99 ms (off: $off_p99 ms) over 1.2 T = $T ms in 3 attempts, at least one on a quiet machine"
