@@ -14,7 +14,7 @@
 # <= 0.6 T; default 0.1). On this 2-core machine a step's p99 is about twice its median at a
 # fixed batch (scheduling of five processes of this test: three daemons, the router, the
 # client), and the router's default headroom (10% plus its recent p90 error) covers the median
-# and the p90, not that tail: with the default the p99 lands at ~1.3-1.6 T (docs/sla.md,
+# and the p90, not that tail: with the default the p99 lands at ~1.2-1.9 T (docs/sla.md,
 # Measured). Slack: p99 <= 1.2 T passes; a stall delays one step of every admitted sequence,
 # so a few stalls move the p99. Up to three attempts (fresh cluster each): one within 1.2 T
 # shows that admission holds the target; a broken admission (e.g. admitting everything)
