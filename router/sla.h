@@ -77,7 +77,7 @@ extern const char *const sla_ctx_estimate_names[]; /* "midpoint", "worst", NULL 
     {.name = "sla_window_ms", .type = CONF_MS, .offset = SLA_O_(T, m, window_ms), .min = 1000,    \
      .max = 3600000, .def = "60s", .help = "sliding window of the SLA percentile"},               \
     {.name = "sla_margin", .type = CONF_DOUBLE, .offset = SLA_O_(T, m, margin), .min = 0,         \
-     .max = 0.9, .def = "0.1", .help = "admit while predicted step <= target x (1 - margin)"},    \
+     .max = 0.9, .def = "0.4", .help = "admit while predicted step <= target x (1 - margin)"},    \
     {.name = "sla_resid_quantile", .type = CONF_DOUBLE, .offset = SLA_O_(T, m, resid_quantile),   \
      .min = 0, .max = 100, .def = "90",                                                            \
      .help = "quantile (%) of recent |prediction error| added to each prediction"},             \
