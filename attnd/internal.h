@@ -143,6 +143,7 @@ struct attnd {
     double step_ms[STEP_RING];
     int n_steps_ring;
     uint64_t last_ffn_retry, last_status_ns;
+    char ffn_why[200]; /* why the FFN group went down */
     afd_metric *m_step, *m_batch, *m_tokens, *m_running, *m_waiting, *m_kv_free, *m_ffn_wait;
     afd_metric *m_req_ok, *m_req_refused, *m_seq_error;
     afd_metric *m_ho_ok[2], *m_ho_fail[2], *m_lease_exp, *m_ho_bytes[2], *m_ho_time;

@@ -683,6 +683,8 @@ static void ffn_retry(attnd *d) {
     char why[200] = "";
     if (d->ffn && !fc_broken(d->ffn, why, sizeof why))
         return;
+    if (d->ffn)
+        snprintf(d->ffn_why, sizeof d->ffn_why, "%s", why);
     uint64_t now = afd_now_ns();
     if (now - d->last_ffn_retry < 1000000000ull)
         return;
@@ -698,7 +700,7 @@ static void ffn_retry(attnd *d) {
         log_info("FFN group reconnected (%d shard(s))", d->fo.n_shards);
     } else {
         d->ffn = NULL;
-        log_warn("FFN group down (%s); reconnect failed: %s", why, err.msg);
+        log_warn("FFN group down (%s); reconnect failed: %s", d->ffn_why, err.msg);
     }
 }
 

@@ -257,6 +257,12 @@ static int on_accept(void *ud, xp_peer *xp) {
 void pool_tick(router *r) {
     uint64_t now = afd_now_ns();
     for (rinst *in = r->insts; in; in = in->next)
+        if (in->paused_until_ns && now >= in->paused_until_ns) {
+            in->paused_until_ns = 0;
+            if (in->si && !in->down && !in->draining)
+                sla_inst_set_ready(in->si, true);
+        }
+    for (rinst *in = r->insts; in; in = in->next)
         if (in->down && in->configured &&
             now - in->last_load_ns > (uint64_t)r->cfg.reconnect_ms * 1000000u) {
             afd_err err = {0};
@@ -353,4 +359,15 @@ void pool_forget(router *r, rinst *in) {
             break;
         }
     free(in);
+}
+
+void pool_pause(router *r, rinst *in, int ms) {
+    (void)r;
+    uint64_t until = afd_now_ns() + (uint64_t)ms * 1000000u;
+    if (!in->paused_until_ns)
+        log_info("attnd %s refused work: no new sequences for %d ms", in->addr, ms);
+    if (until > in->paused_until_ns)
+        in->paused_until_ns = until;
+    if (in->si)
+        sla_inst_set_ready(in->si, false);
 }

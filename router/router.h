@@ -79,6 +79,7 @@ struct rinst {
     ctrl_register reg;
     ctrl_load load;
     uint64_t n_load, last_load_ns;
+    uint64_t paused_until_ns; /* refused work lately: out of admission until then */
     sla_inst *si;      /* decode-capable instances (both, decode) */
     uint64_t next_req; /* request numbers of our control messages */
     int n_seqs;        /* sequences of ours that name it */
@@ -118,6 +119,7 @@ struct rseq {
     char err_msg[CTRL_MSG_MAX + 64];
     uint64_t text_offset; /* completions: characters before this chunk */
     bool role_sent;
+    uint32_t refusals; /* by instances (SUBMIT_ACK / RESERVE_FAIL), resubmitted */
 };
 
 struct rreq {
@@ -175,6 +177,8 @@ rinst *pool_pick_prefill(router *r);
 rinst *pool_by_sla(router *r, const sla_inst *si);
 /* Out of the pool for good: no redial; a live session is closed (its sequences fail). */
 void pool_forget(router *r, rinst *in);
+/* No new sequences for it for ms (it refused one); the tick lets it back. */
+void pool_pause(router *r, rinst *in, int ms);
 bool pool_ready(router *r, char *why, size_t n);
 
 /* serve.c */

@@ -560,15 +560,25 @@ static void refused(router *r, rseq *s, uint32_t reason, const char *msg) {
                  "the instance refused the sequence: %s", msg);
         return;
     }
-    if (s->d) s->d->n_seqs--;
+    if (++s->refusals > 4) {
+        seq_fail(r, s, 503, NULL, "refused by the instances %u times, last: %s", s->refusals - 1,
+                 msg);
+        return;
+    }
+    /* the instance said no (FFN group down, KV full, busy, draining): it gets no new work for
+     * a moment, so the resubmission goes elsewhere or waits in the queue instead of bouncing */
+    if (s->d) {
+        pool_pause(r, s->d, reason == CTRL_R_PEER || reason == CTRL_R_DRAINING ? 1000 : 200);
+        s->d->n_seqs--;
+    }
     s->d = NULL;
     sla_req_finish(r->sla, &s->sr, now_ns(), SLA_END_REFUSED);
     s->state = SQ_WAIT;
     sla_event ev;
     if (sla_submit(r->sla, &s->sr, now_ns(), &ev) == 0 && ev.kind != SLA_EV_QUEUED)
         serve_admit_events(r, &ev, 1);
-    log_info("seq %llu refused (%s: %s): resubmitted", (unsigned long long)s->seq_id,
-             ctrl_reason_name((int)reason), msg);
+    log_debug("seq %llu refused (%s: %s): resubmitted", (unsigned long long)s->seq_id,
+              ctrl_reason_name((int)reason), msg);
 }
 
 static void on_reserve_ok(router *r, rseq *s, const ctrl_reserve_ok *m) {
