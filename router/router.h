@@ -134,6 +134,10 @@ struct rreq {
     rseq *seqs;       /* [n_seqs] */
     uint32_t n_seqs, n_done;
     bool streaming, finished, gone, dead;
+    bool started;      /* the SSE stream has begun (200 sent) */
+    char **pend;       /* chunks made before the stream could start, in order */
+    size_t *pend_len;
+    uint32_t n_pend, cap_pend;
     uint64_t t0_ns, last_progress_ns;
     rreq *prev, *next;
 };

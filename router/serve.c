@@ -106,8 +106,23 @@ static void req_maybe_done(router *r, rreq *q);
 static void req_fail(router *r, rreq *q, int status, const char *code, const char *msg,
                      uint32_t retry_after);
 
+/* A chunk of the stream (json is consumed). Before the stream starts it waits in q->pend. */
 static void send_chunk(rreq *q, char *json, size_t len) {
     if (!json) return;
+    if (!q->started) {
+        if (q->n_pend == q->cap_pend) {
+            q->cap_pend = q->cap_pend ? 2 * q->cap_pend : 16;
+            q->pend = xrealloc(q->pend, sizeof *q->pend * q->cap_pend);
+            q->pend_len = xrealloc(q->pend_len, sizeof *q->pend_len * q->cap_pend);
+        }
+        q->pend[q->n_pend] = json;
+        q->pend_len[q->n_pend++] = len;
+        return;
+    }
+    if (!q->h) {
+        free(json);
+        return;
+    }
     long queued = rh_sse_send(q->h, json, len);
     free(json);
     if (queued > (long)q->r->cfg.stream_buffer) {
@@ -131,29 +146,31 @@ static oa_meta meta_of(const rreq *q) {
                      .include_usage = q->o.include_usage};
 }
 
-/* The stream starts with the first output: 200 and, for chat, every choice's role chunk. */
-static int ensure_stream(rreq *q) {
-    if (!q->streaming || q->dead || !q->h) return -1;
-    if (q->h && rh_req_gone(q->h)) return -1;
-    if (q->seqs[0].role_sent || q->o.endpoint != OA_CHAT) {
-        if (!q->seqs[0].role_sent) {
-            if (rh_sse_start(q->h)) return -1;
-            for (uint32_t i = 0; i < q->n_seqs; i++)
-                q->seqs[i].role_sent = true;
-        }
-        return 0;
-    }
+/* The stream starts (200, then for chat every choice's role chunk, then the chunks made so far)
+ * once there is output to send and every choice has been admitted (n > 1: a choice still queued
+ * may yet be refused, and the client must then get the error status, not half a stream), or
+ * when everything is done. Returns 0 once started. */
+static int try_start(rreq *q, bool force) {
+    if (q->started) return q->h ? 0 : -1;
+    if (!q->streaming || q->dead || !q->h || rh_req_gone(q->h)) return -1;
+    if (!force && !q->n_pend) return -1;
+    for (uint32_t i = 0; i < q->n_seqs; i++)
+        if (q->seqs[i].state == SQ_NEW || q->seqs[i].state == SQ_WAIT) return -1;
     if (rh_sse_start(q->h)) return -1;
+    q->started = true;
     oa_meta m = meta_of(q);
-    for (uint32_t i = 0; i < q->n_seqs && q->h; i++) {
+    for (uint32_t i = 0; i < q->n_seqs; i++) {
         q->seqs[i].role_sent = true;
-        oa_delta d = {.index = q->seqs[i].index, .role = true};
-        size_t len;
-        {
-            char *js_ = oa_chunk_json(&m, &d, &len);
-            send_chunk(q, js_, len);
+        if (q->o.endpoint == OA_CHAT) {
+            oa_delta d = {.index = q->seqs[i].index, .role = true};
+            size_t len;
+            char *js = oa_chunk_json(&m, &d, &len);
+            send_chunk(q, js, len);
         }
     }
+    for (uint32_t i = 0; i < q->n_pend; i++)
+        send_chunk(q, q->pend[i], q->pend_len[i]); /* after a cut: freed unsent */
+    q->n_pend = 0;
     return q->h ? 0 : -1;
 }
 
@@ -199,7 +216,7 @@ static void emit(router *r, rseq *s, const char *text, size_t n, oa_finish fin) 
         return;
     }
     if (!n && lp_to == s->n_lp_sent && fin == OA_FINISH_NONE) return;
-    if (ensure_stream(q)) return;
+    if (q->dead || !q->h) return;
     uint32_t nl = lp_to - s->n_lp_sent, k = q->o.top_logprobs;
     oa_lp_token *lp = nl ? xmalloc(sizeof *lp * nl) : NULL;
     oa_lp_cand *cands = nl && k ? xmalloc(sizeof *cands * nl * k) : NULL;
@@ -222,6 +239,7 @@ static void emit(router *r, rseq *s, const char *text, size_t n, oa_finish fin) 
     s->n_lp_sent = lp_to;
     free(lp);
     free(cands);
+    try_start(q, false);
 }
 
 static void cancel_remote(router *r, rseq *s) {
@@ -359,6 +377,9 @@ static void req_free(router *r, rreq *q) {
 }
 
 static void req_destroy(router *r, rreq *q) {
+    for (uint32_t i = 0; i < q->n_pend; i++)
+        free(q->pend[i]);
+    free(q->pend), free(q->pend_len);
     for (uint32_t i = 0; i < q->n_seqs; i++) {
         rseq *s = &q->seqs[i];
         oa_stop_free(s->stop);
@@ -425,7 +446,7 @@ static void req_maybe_done(router *r, rreq *q) {
     afd_log_set_req(q->req_id);
     if (q->h && !q->gone) {
         if (q->streaming) {
-            if (ensure_stream(q) == 0 && q->h) {
+            if (try_start(q, true) == 0 && q->h) {
                 if (q->o.include_usage) {
                     oa_usage u = {0};
                     for (uint32_t i = 0; i < q->n_seqs; i++)
@@ -477,7 +498,7 @@ static void req_fail(router *r, rreq *q, int status, const char *code, const cha
         const char *type = status >= 500 ? "server_error" : "invalid_request_error";
         if (status == 429) type = "requests"; /* OpenAI's, as oa_error_rate_limited */
         oa_errorf(&e, status, type, code, NULL, "%s", msg);
-        if (q->streaming && q->seqs[0].role_sent) {
+        if (q->streaming && q->started) {
             size_t len;
             char *json = oa_error_json(&e, &len);
             if (json) rh_sse_send(q->h, json, len);
@@ -533,6 +554,7 @@ void serve_admit_events(router *r, const sla_event *ev, int n) {
                 continue;
             }
             dispatch(r, s, d);
+            if (!s->q->finished) try_start(s->q, false);
         } else if (ev[i].kind == SLA_EV_REJECT) {
             s->state = SQ_DONE; /* the SLA has released it */
             s->q->n_done++;
@@ -953,16 +975,12 @@ static void h_generate(rh_req *h, void *ud) {
             else
                 tok_decode(r->tok, op->ids, op->n_ids, 0, &t, NULL);
             if (t.len) {
-                if (q->streaming) {
-                    if (ensure_stream(q) == 0) {
-                        oa_meta m = meta_of(q);
-                        oa_delta d = {.index = s->index, .text = t.s, .text_len = t.len};
-                        size_t len;
-                        {
-                            char *js_ = oa_chunk_json(&m, &d, &len);
-                            send_chunk(q, js_, len);
-                        }
-                    }
+                if (q->streaming) { /* held until the stream can start */
+                    oa_meta m = meta_of(q);
+                    oa_delta d = {.index = s->index, .text = t.s, .text_len = t.len};
+                    size_t len;
+                    char *js = oa_chunk_json(&m, &d, &len);
+                    send_chunk(q, js, len);
                 } else {
                     tok_str_append(&s->text, t.s, t.len);
                 }
@@ -1295,7 +1313,7 @@ void serve_free(router *r) {
     for (rreq *q = r->reqs; q; q = q->next) {
         if (q->dead) continue;
         if (q->h && !q->gone) {
-            if (q->streaming && q->seqs && q->seqs[0].role_sent)
+            if (q->streaming && q->started)
                 rh_abort(q->h);
             else
                 rh_reply_error(q->h, 503, NULL, NULL, NULL, "the router is shutting down");
