@@ -13,7 +13,7 @@ debs=(
     libpcre2-dev libcriterion-dev
     libopenblas-dev
     python3-numpy
-    valgrind systemd curl jq nodejs npm
+    valgrind systemd curl jq nodejs npm openssl iproute2
 )
 
 missing=()
