@@ -118,7 +118,6 @@ struct rseq {
     int err_status; /* != 0: the sequence failed (HTTP status for the request) */
     char err_msg[CTRL_MSG_MAX + 64];
     uint64_t text_offset; /* completions: characters before this chunk */
-    bool role_sent;
     uint32_t refusals; /* by instances (SUBMIT_ACK / RESERVE_FAIL), resubmitted */
 };
 

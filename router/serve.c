@@ -159,14 +159,11 @@ static int try_start(rreq *q, bool force) {
     if (rh_sse_start(q->h)) return -1;
     q->started = true;
     oa_meta m = meta_of(q);
-    for (uint32_t i = 0; i < q->n_seqs; i++) {
-        q->seqs[i].role_sent = true;
-        if (q->o.endpoint == OA_CHAT) {
-            oa_delta d = {.index = q->seqs[i].index, .role = true};
-            size_t len;
-            char *js = oa_chunk_json(&m, &d, &len);
-            send_chunk(q, js, len);
-        }
+    for (uint32_t i = 0; q->o.endpoint == OA_CHAT && i < q->n_seqs; i++) {
+        oa_delta d = {.index = q->seqs[i].index, .role = true};
+        size_t len;
+        char *js = oa_chunk_json(&m, &d, &len);
+        send_chunk(q, js, len);
     }
     for (uint32_t i = 0; i < q->n_pend; i++)
         send_chunk(q, q->pend[i], q->pend_len[i]); /* after a cut: freed unsent */
@@ -834,6 +831,27 @@ static int64_t max_context(router *r) {
     return m;
 }
 
+/* Prompt ids of chat messages through the Step-3 template (appended to ids). */
+static int messages_ids(router *r, const oa_message *m, uint32_t n, bool add_generation_prompt,
+                        tok_ids *ids, afd_err *err) {
+    tok_chat_msg *msgs = xcalloc(n ? n : 1, sizeof *msgs);
+    for (uint32_t i = 0; i < n; i++)
+        msgs[i] = (tok_chat_msg){oa_role_name(m[i].role), m[i].content, m[i].content_len};
+    tok_chat_opts co = {.add_generation_prompt = add_generation_prompt,
+                        .escape_content = r->cfg.escape_special};
+    int rc = tok_chat_render(&r->chat, r->tst, msgs, n, &co, NULL, ids, err);
+    free(msgs);
+    return rc;
+}
+
+/* Prompt ids of text (special tokens parsed), after BOS when bos is set (appended to ids). */
+static int text_ids(router *r, const char *text, size_t len, bool bos, tok_ids *ids,
+                    afd_err *err) {
+    int32_t b = tok_bos_id(r->tok);
+    int rc = bos && b >= 0 ? tok_ids_push(ids, b) : 0;
+    return rc ? rc : tok_encode(r->tok, r->tst, text, len, TOK_ENC_SPECIAL, ids, err);
+}
+
 /* Prompt ids of every prompt of the request. 0, or an error filled in. */
 static int tokenize_prompts(router *r, rreq *q, oa_error *e) {
     const oa_request *o = &q->o;
@@ -847,20 +865,9 @@ static int tokenize_prompts(router *r, rreq *q, oa_error *e) {
         ids->limit = (size_t)maxc;
         int rc = 0;
         if (o->endpoint == OA_CHAT) {
-            tok_chat_msg *msgs = xcalloc(o->n_messages, sizeof *msgs);
-            for (uint32_t i = 0; i < o->n_messages; i++)
-                msgs[i] = (tok_chat_msg){oa_role_name(o->messages[i].role), o->messages[i].content,
-                                         o->messages[i].content_len};
-            tok_chat_opts co = {.add_generation_prompt = true,
-                                .escape_content = r->cfg.escape_special};
-            rc = tok_chat_render(&r->chat, r->tst, msgs, o->n_messages, &co, NULL, ids, &err);
-            free(msgs);
+            rc = messages_ids(r, o->messages, o->n_messages, true, ids, &err);
         } else if (o->prompts[p].text) {
-            int32_t bos = tok_bos_id(r->tok);
-            if (bos >= 0) rc = tok_ids_push(ids, bos);
-            if (!rc)
-                rc = tok_encode(r->tok, r->tst, o->prompts[p].text, o->prompts[p].text_len,
-                                TOK_ENC_SPECIAL, ids, &err);
+            rc = text_ids(r, o->prompts[p].text, o->prompts[p].text_len, true, ids, &err);
         } else {
             for (uint32_t i = 0; !rc && i < o->prompts[p].n_ids; i++)
                 rc = tok_ids_push(ids, o->prompts[p].ids[i]);
@@ -1079,21 +1086,10 @@ static void h_tokenize(rh_req *h, void *ud) {
     tok_ids ids = {0};
     afd_err err = {0};
     int rc = 0;
-    if (t.prompt) {
-        int32_t bos = tok_bos_id(r->tok);
-        if (t.add_special_tokens && bos >= 0) rc = tok_ids_push(&ids, bos);
-        if (!rc)
-            rc = tok_encode(r->tok, r->tst, t.prompt, t.prompt_len, TOK_ENC_SPECIAL, &ids, &err);
-    } else {
-        tok_chat_msg *msgs = xcalloc(t.n_messages ? t.n_messages : 1, sizeof *msgs);
-        for (uint32_t i = 0; i < t.n_messages; i++)
-            msgs[i] = (tok_chat_msg){oa_role_name(t.messages[i].role), t.messages[i].content,
-                                     t.messages[i].content_len};
-        tok_chat_opts co = {.add_generation_prompt = t.add_generation_prompt,
-                            .escape_content = r->cfg.escape_special};
-        rc = tok_chat_render(&r->chat, r->tst, msgs, t.n_messages, &co, NULL, &ids, &err);
-        free(msgs);
-    }
+    if (t.prompt)
+        rc = text_ids(r, t.prompt, t.prompt_len, t.add_special_tokens, &ids, &err);
+    else
+        rc = messages_ids(r, t.messages, t.n_messages, t.add_generation_prompt, &ids, &err);
     if (rc) {
         rh_reply_error(h, 400, NULL, NULL, NULL, "cannot tokenize: %s",
                        err.msg[0] ? err.msg : afd_strerror(rc));
