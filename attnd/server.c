@@ -413,17 +413,14 @@ static int on_router_ack(attnd *d, cpeer *p, const wire_hdr *h, const uint8_t *p
 
 static void rdial(attnd *d, int i) {
     const char *hp = d->cfg.routers[i];
-    const char *colon = strrchr(hp, ':');
-    char host[256];
-    int port = colon ? atoi(colon + 1) : 0;
-    if (!colon || port <= 0 || port > 65535 || (size_t)(colon - hp) >= sizeof host) {
+    fc_shard_addr a;
+    if (fc_parse_addr(hp, &a)) {
         log_error("routers: '%s' is not host:port", hp);
         return;
     }
-    snprintf(host, sizeof host, "%.*s", (int)(colon - hp), hp);
     xp_peer *xp;
     afd_err err = {0};
-    if (xp_connect(d->xp, host, port, &xp, &err)) {
+    if (xp_connect(d->xp, a.host, a.port, &xp, &err)) {
         log_warn("router %s: %s", hp, err.msg);
         return;
     }

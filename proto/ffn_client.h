@@ -32,7 +32,7 @@
 #define FC_MAX_SHARDS 64
 
 typedef struct fc_shard_addr {
-    char host[64];
+    char host[256]; /* a name or an address (CTRL_HOST_MAX) */
     int port;
     int ep_rank, ep_size, tp_rank, tp_size; /* the shard expected at this address */
 } fc_shard_addr;

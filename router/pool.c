@@ -14,6 +14,7 @@
 #include "common/base/alloc.h"
 #include "common/base/clock.h"
 #include "common/base/log.h"
+#include "proto/ffn_client.h"
 #include "router/router.h"
 
 static void free_cb(void *arg, int status) {
@@ -54,13 +55,10 @@ static void send_hello(router *r, rinst *in) {
 }
 
 static int dial(router *r, rinst *in, afd_err *err) {
-    char host[CTRL_HOST_MAX + 1];
-    const char *colon = strrchr(in->addr, ':');
-    int port = colon ? atoi(colon + 1) : 0;
-    if (!colon || port <= 0 || port > 65535 || (size_t)(colon - in->addr) >= sizeof host)
+    fc_shard_addr a;
+    if (fc_parse_addr(in->addr, &a))
         return afd_errf(err, -EINVAL, "attnd address '%s' is not host:port", in->addr);
-    snprintf(host, sizeof host, "%.*s", (int)(colon - in->addr), in->addr);
-    int rc = xp_connect(r->xp, host, port, &in->xp, err);
+    int rc = xp_connect(r->xp, a.host, a.port, &in->xp, err);
     if (rc)
         return rc;
     xp_peer_set_ud(in->xp, in);
